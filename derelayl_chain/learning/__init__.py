@@ -1,0 +1,1 @@
+"""The learning task: data, model, weight deltas, deterministic evaluation, training."""

@@ -1,0 +1,1 @@
+"""DeRelayL miner: the node process and the local devnet."""

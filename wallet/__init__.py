@@ -1,0 +1,1 @@
+"""DeRelayL wallet: keystore and command-line client."""
