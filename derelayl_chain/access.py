@@ -37,9 +37,7 @@ def sign_download(key: KeyPair, chain_id: int, path: str, timestamp_ms: int) -> 
     }
 
 
-def verify_download(
-    headers: Mapping[str, str], chain_id: int, path: str, now_ms: int
-) -> bytes:
+def verify_download(headers: Mapping[str, str], chain_id: int, path: str, now_ms: int) -> bytes:
     """Check a signed request; return the requester's public key or raise AccessDenied."""
     try:
         public_key = bytes.fromhex(headers.get(HEADER_KEY, ""))

@@ -29,6 +29,7 @@ from derelayl_chain.consensus import (
     ParentContext,
     ValidatedBlock,
     Weights,
+    block_work,
     check_body,
     check_header,
     check_learning,
@@ -368,7 +369,7 @@ class Chain:
         except InvalidBlock:
             self._remember_invalid(block_hash)
             raise
-        entry = IndexEntry(block.header, parent.work + d_eff, self._seq, STATUS_STORED)
+        entry = IndexEntry(block.header, parent.work + block_work(d_eff), self._seq, STATUS_STORED)
         self._seq += 1
         batch = WriteBatch()
         self._put_block_data(batch, block, entry)

@@ -92,6 +92,15 @@ def block_emission(params: ConsensusParams, height: int, d_eff: int, difficulty:
     return base * d_eff // difficulty if difficulty else 0
 
 
+def block_work(d_eff: int) -> int:
+    """Fork-choice work of a block: the improvement it *had* to deliver, plus one.
+
+    The extra unit makes a block that needed no improvement (after T_decay) still extend its
+    chain, so the chain stays live for transactions once the model has converged.
+    """
+    return d_eff + 1
+
+
 def contribution_shares(parent_loss: int, loss: int) -> int:
     """Shares earned: the loss improvement delivered, in fixed-point loss units."""
     return max(0, parent_loss - loss)
@@ -127,8 +136,8 @@ class ValidatedBlock:
 
     @property
     def work(self) -> int:
-        """Fork-choice work: the improvement the block *had* to deliver."""
-        return self.effective_difficulty
+        """Fork-choice work: the improvement the block *had* to deliver (plus one)."""
+        return block_work(self.effective_difficulty)
 
 
 def check_header(

@@ -265,3 +265,28 @@ def load_genesis(path: Path) -> GenesisConfig:
 
 def write_genesis(config: GenesisConfig, path: Path) -> None:
     path.write_text(json.dumps(config.to_json(), indent=2, sort_keys=True) + "\n")
+
+
+DEVNET_CHAIN_ID = 7741
+DEVNET_TIMESTAMP_MS = 1_796_342_400_000  # 2026-12-04T00:00:00Z
+DEVNET_INITIAL_LOSS = 2_315_953
+DEVNET_MODEL_HASH = bytes.fromhex(
+    "9da7250cb37622a4e487c73bc79ad5b4054e299d21b758b1d48dc0c6d4568a6c"
+)
+
+
+def devnet_genesis() -> GenesisConfig:
+    """The built-in devnet: a constant, so nodes started with defaults share one network.
+
+    ``initial_loss`` and the model hash are those of the default task's initial weights; a test
+    recomputes both.
+    """
+    return GenesisConfig(
+        chain_id=DEVNET_CHAIN_ID,
+        timestamp_ms=DEVNET_TIMESTAMP_MS,
+        task=BUILTIN_TASKS["digits-mlp"],
+        initial_loss=DEVNET_INITIAL_LOSS,
+        initial_model_hash=DEVNET_MODEL_HASH,
+        params=ConsensusParams(),
+        allocations=(),
+    )

@@ -1,0 +1,49 @@
+"""Weight deltas: the learning step a block carries, checked before anything else uses it."""
+
+from __future__ import annotations
+
+import torch
+import zstandard
+
+from derelayl_chain.encoding import hash_domain
+from derelayl_chain.exceptions import InvalidDelta
+from derelayl_chain.learning.model import Weights, WeightSpec, weight_spec
+from derelayl_chain.learning.task import TaskSpec
+from derelayl_chain.learning.weights import decode_tensors, encode_tensors
+
+MAX_DELTA_BYTES = 16 << 20
+_COMPRESSION_LEVEL = 3
+
+
+def encode_delta(delta: Weights) -> bytes:
+    """Canonical safetensors bytes of a delta."""
+    return encode_tensors(delta)
+
+
+def decode_delta(data: bytes, spec: WeightSpec, max_size: int = MAX_DELTA_BYTES) -> Weights:
+    """Parse an untrusted delta: exact names, shapes, float32, canonical, finite."""
+    return decode_tensors(data, spec, max_size, what="delta")
+
+
+def delta_hash(data: bytes) -> bytes:
+    return hash_domain(b"drl-delta", data)
+
+
+def zero_delta(task: TaskSpec) -> Weights:
+    return {
+        name: torch.zeros(shape, dtype=torch.float32)
+        for name, (shape, _) in weight_spec(task).items()
+    }
+
+
+def compress(data: bytes) -> bytes:
+    """zstd-compressed bytes for storage at rest."""
+    return zstandard.ZstdCompressor(level=_COMPRESSION_LEVEL).compress(data)
+
+
+def decompress(data: bytes, max_size: int) -> bytes:
+    """Inverse of :func:`compress`, refusing output larger than ``max_size``."""
+    try:
+        return zstandard.ZstdDecompressor().decompress(data, max_output_size=max_size)
+    except zstandard.ZstdError as exc:
+        raise InvalidDelta(f"compressed data is corrupt or over {max_size} bytes: {exc}") from exc

@@ -1,0 +1,122 @@
+"""Weights as safetensors bytes, their canonical hash, and delta arithmetic.
+
+Tensor bytes from outside are parsed by :func:`decode_tensors` only: the safetensors header is
+checked against the model's exact layout before any tensor is built, the bytes must be the
+canonical serialisation of what they contain, and every value must be finite. Nothing is ever
+unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+import safetensors.torch
+import torch
+
+from derelayl_chain.exceptions import InvalidDelta
+from derelayl_chain.learning.model import Weights, WeightSpec
+
+MAX_HEADER_BYTES = 64 * 1024
+_DTYPE_SIZES = {"F32": 4}
+
+
+def encode_tensors(tensors: Weights) -> bytes:
+    """Canonical safetensors bytes: no metadata, the library's fixed tensor order."""
+    contiguous = {name: tensors[name].detach().contiguous() for name in sorted(tensors)}
+    return bytes(safetensors.torch.save(contiguous))
+
+
+def _check_header(data: bytes, spec: WeightSpec, what: str) -> None:
+    if len(data) < 8:
+        raise InvalidDelta(f"{what} is {len(data)} bytes, too short for a safetensors header")
+    header_len = int.from_bytes(data[:8], "little")
+    if header_len > min(MAX_HEADER_BYTES, len(data) - 8):
+        raise InvalidDelta(f"{what} declares a header of {header_len} bytes (invalid)")
+    try:
+        header = json.loads(data[8 : 8 + header_len])
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidDelta(f"{what} header is not JSON") from exc
+    if not isinstance(header, dict):
+        raise InvalidDelta(f"{what} header is not a JSON object")
+    if "__metadata__" in header:
+        raise InvalidDelta(f"{what} carries metadata; the canonical form has none")
+    missing, extra = set(spec) - set(header), set(header) - set(spec)
+    if missing or extra:
+        raise InvalidDelta(
+            f"{what} tensor names differ from the model: missing {sorted(missing)}, "
+            f"unexpected {sorted(extra)[:5]}"
+        )
+    ranges = []
+    for name, (shape, dtype) in spec.items():
+        entry = header[name]
+        if not isinstance(entry, dict) or entry.get("dtype") != dtype:
+            got = entry.get("dtype") if isinstance(entry, dict) else entry
+            raise InvalidDelta(f"{what} tensor {name!r} has dtype {got!r}, expected {dtype}")
+        if entry.get("shape") != list(shape):
+            raise InvalidDelta(
+                f"{what} tensor {name!r} has shape {entry.get('shape')}, expected {list(shape)}"
+            )
+        offsets = entry.get("data_offsets")
+        if not (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(type(o) is int for o in offsets)
+            and offsets[1] - offsets[0] == _DTYPE_SIZES[dtype] * math.prod(shape)
+        ):
+            raise InvalidDelta(f"{what} tensor {name!r} has bad data offsets {offsets}")
+        ranges.append((offsets[0], offsets[1]))
+    position = 0
+    for begin, end in sorted(ranges):
+        if begin != position:
+            raise InvalidDelta(f"{what} tensor data overlaps or leaves a gap at byte {begin}")
+        position = end
+    if position != len(data) - 8 - header_len:
+        raise InvalidDelta(f"{what} has {len(data) - 8 - header_len - position} stray data bytes")
+
+
+def decode_tensors(data: bytes, spec: WeightSpec, max_size: int, what: str = "delta") -> Weights:
+    """Parse untrusted safetensors bytes laid out exactly as ``spec``; raise InvalidDelta."""
+    if len(data) > max_size:
+        raise InvalidDelta(f"{what} is {len(data)} bytes, over the limit of {max_size}")
+    _check_header(data, spec, what)
+    try:
+        tensors = safetensors.torch.load(bytes(data))
+    except Exception as exc:  # the library raises its own error types on malformed input
+        raise InvalidDelta(f"{what} is not valid safetensors: {exc}") from exc
+    if encode_tensors(tensors) != data:
+        raise InvalidDelta(f"{what} is not in canonical safetensors form")
+    for name, tensor in tensors.items():
+        if not bool(torch.isfinite(tensor).all()):
+            raise InvalidDelta(f"{what} tensor {name!r} contains NaN or infinite values")
+    return tensors
+
+
+def encode_weights(weights: Weights) -> bytes:
+    return encode_tensors(weights)
+
+
+def decode_weights(data: bytes, spec: WeightSpec, max_size: int) -> Weights:
+    return decode_tensors(data, spec, max_size, what="weights")
+
+
+def model_hash(weights: Weights) -> bytes:
+    """Hash of names, dtypes, shapes and little-endian float32 bytes, in name order."""
+    hasher = hashlib.blake2b(digest_size=32, person=b"drl-model")
+    for name in sorted(weights):
+        tensor = weights[name].detach().to(torch.float32).contiguous()
+        shape = ",".join(str(d) for d in tensor.shape)
+        hasher.update(f"{name}\x00F32\x00{shape}\x00".encode())
+        hasher.update(tensor.numpy().astype("<f4", copy=False).data)
+    return hasher.digest()
+
+
+def apply_delta(weights: Weights, delta: Weights) -> Weights:
+    """New tensors ``weights + delta`` (float32, elementwise: bit-exact on every CPU)."""
+    return {name: (weights[name] + delta[name]).contiguous() for name in weights}
+
+
+def subtract_weights(new: Weights, old: Weights) -> Weights:
+    """The delta that takes ``old`` to (approximately) ``new``."""
+    return {name: (new[name] - old[name]).contiguous() for name in old}
