@@ -10,7 +10,7 @@ validation accepts it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from derelayl_chain.block import BLOCK_VERSION, Block, BlockHeader, transactions_root
 from derelayl_chain.chain import Chain
@@ -24,14 +24,20 @@ from derelayl_chain.consensus import (
     required_loss,
 )
 from derelayl_chain.crypto import KeyPair
-from derelayl_chain.exceptions import InvalidTransaction
+from derelayl_chain.exceptions import InvalidBlock, InvalidSignature, InvalidTransaction
 from derelayl_chain.learning.data import Dataset
 from derelayl_chain.learning.delta import decode_delta, delta_hash, encode_delta, zero_delta
 from derelayl_chain.learning.evaluate import Evaluation, evaluate
 from derelayl_chain.learning.model import weight_spec
 from derelayl_chain.learning.train import TrainingConfig, train
 from derelayl_chain.learning.weights import apply_delta, model_hash, subtract_weights
-from derelayl_chain.state import Account, apply_rewards, apply_transaction, begin_update
+from derelayl_chain.state import (
+    Account,
+    LedgerUpdate,
+    apply_rewards,
+    apply_transaction,
+    begin_update,
+)
 from derelayl_chain.transaction import Transaction, verify_transaction
 
 
@@ -109,9 +115,28 @@ def assemble_block(
 
     Transactions that do not apply on the tip's ledger are left out, in order.
     """
+    block = build_block(chain, key, candidate, timestamp_ms, transactions, reward_to)
+    chain.validate_child(block)
+    return block
+
+
+def build_block(
+    chain: Chain,
+    key: KeyPair,
+    candidate: Candidate,
+    timestamp_ms: int,
+    transactions: Sequence[Transaction] = (),
+    reward_to: bytes | None = None,
+    **header_overrides: object,
+) -> Block:
+    """Build and sign a child of the tip without validating it.
+
+    ``header_overrides`` replace header fields before signing: tests use them to make blocks
+    that are consistent in every respect but one.
+    """
     parent = chain.tip
     if candidate.parent != parent.hash:
-        raise InvalidTransaction("candidate was trained on a block that is no longer the tip")
+        raise InvalidBlock("candidate was trained on a block that is no longer the tip")
     context = chain.parent_context(parent.hash)
     height = parent.height + 1
     d_eff = effective_difficulty(
@@ -120,16 +145,7 @@ def assemble_block(
         chain.params.decay_ms,
     )
     update = begin_update(chain, context.ledger)
-    included: list[Transaction] = []
-    for tx in transactions:
-        trial = begin_update(_Overlay(chain, update.current), update.globals)
-        try:
-            verify_transaction(tx, chain.genesis.chain_id)
-            apply_transaction(trial, tx, height, chain.params.ledger)
-        except Exception:  # any rule failure just leaves the transaction out
-            continue
-        apply_transaction(update, tx, height, chain.params.ledger)
-        included.append(tx)
+    included = _select_applicable(chain, update, transactions, height)
     emission = block_emission(chain.params, height, d_eff, context.expected_difficulty)
     reward_account = reward_to if reward_to is not None else key.account
     loss = candidate.evaluation.loss
@@ -152,10 +168,26 @@ def assemble_block(
         reward=emission + transition.fees,
         reward_to=reward_account,
         proposer=key.public_key,
-    ).signed(key)
-    block = Block(header, tuple(included), candidate.delta)
-    chain.validate_child(block)
-    return block
+    )
+    header = replace(header, **header_overrides).signed(key)  # type: ignore[arg-type]
+    return Block(header, tuple(included), candidate.delta)
+
+
+def _select_applicable(
+    chain: Chain, update: LedgerUpdate, transactions: Sequence[Transaction], height: int
+) -> list[Transaction]:
+    """The transactions that apply in order on the block's ledger; the rest are left out."""
+    included: list[Transaction] = []
+    for tx in transactions:
+        trial = begin_update(_Overlay(chain, update.current), update.globals)
+        try:
+            verify_transaction(tx, chain.genesis.chain_id)
+            apply_transaction(trial, tx, height, chain.params.ledger)
+        except (InvalidTransaction, InvalidSignature):
+            continue
+        apply_transaction(update, tx, height, chain.params.ledger)
+        included.append(tx)
+    return included
 
 
 class _Overlay:

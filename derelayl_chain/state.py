@@ -17,7 +17,15 @@ from typing import Protocol
 
 from derelayl_chain import encoding
 from derelayl_chain.commitment import EMPTY_LTHASH, LTHASH_BYTES, LtHashAccumulator
-from derelayl_chain.encoding import Item, as_bytes, as_list, as_uint, encode, encode_uint
+from derelayl_chain.encoding import (
+    Item,
+    as_bytes,
+    as_list,
+    as_uint,
+    encode,
+    encode_uint,
+    encode_uints,
+)
 from derelayl_chain.exceptions import (
     InsufficientFunds,
     InvalidTransaction,
@@ -52,6 +60,19 @@ class Account:
         """Royalties earned but not yet settled into the balance."""
         return (self.shares * royalty_per_share - self.royalty_debt) // ROYALTY_SCALE
 
+    def credited(self, amount: int) -> Account:
+        """A copy with ``amount`` added to the balance."""
+        # Direct construction: dataclasses.replace costs twice as much on this hot path.
+        return Account(
+            self.balance + amount, self.nonce, self.shares, self.royalty_debt, self.licensed_until
+        )
+
+    def charged(self, cost: int) -> Account:
+        """A copy that paid ``cost`` for a transaction and so used up its nonce."""
+        return Account(
+            self.balance - cost, self.nonce + 1, self.shares, self.royalty_debt, self.licensed_until
+        )
+
     def to_item(self) -> list[Item]:
         return [
             encode_uint(self.balance),
@@ -62,7 +83,9 @@ class Account:
         ]
 
     def encode(self) -> bytes:
-        return encode(self.to_item())
+        return encode_uints(
+            (self.balance, self.nonce, self.shares, self.royalty_debt, self.licensed_until)
+        )
 
 
 EMPTY_ACCOUNT = Account()
@@ -272,12 +295,12 @@ def apply_transaction(
         raise InvalidTransaction(
             f"access payment {payload.amount} is below the licence price {params.licence_price}"
         )
-    sender = replace(sender, balance=sender.balance - cost, nonce=sender.nonce + 1)
+    sender = sender.charged(cost)
     update.put(sender_id, sender)
     update.fees += tx.fee
     if isinstance(payload, Transfer):
         recipient = update.settle(payload.to)
-        update.put(payload.to, replace(recipient, balance=recipient.balance + payload.amount))
+        update.put(payload.to, recipient.credited(payload.amount))
     else:
         _pay_royalties(update, payload.amount)
         blocks = params.licence_blocks * (payload.amount // params.licence_price)

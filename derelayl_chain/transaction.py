@@ -8,7 +8,7 @@ encoding of everything else.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 from derelayl_chain import encoding
@@ -30,6 +30,8 @@ MAX_AMOUNT = 2**63 - 1
 """Largest amount or fee a transaction may carry (base units)."""
 
 _SIGNING_DOMAIN = b"DRL-TX-SIGN\x00"
+_SIGNATURE_ITEM_BYTES = 2 + SIGNATURE_SIZE
+"""Encoded size of the signature field: a long-form prefix of 2 bytes, then 64 bytes."""
 
 
 class TxKind(IntEnum):
@@ -105,6 +107,8 @@ class Transaction:
     """Kind-specific fields."""
     signature: bytes = b""
     """64-byte Ed25519 signature over :meth:`signing_bytes`."""
+    _encoded: bytes = field(default=b"", init=False, repr=False, compare=False)
+    """The canonical bytes this transaction was decoded from, kept to skip re-encoding it."""
 
     @property
     def kind(self) -> TxKind:
@@ -127,6 +131,8 @@ class Transaction:
 
     def signing_bytes(self) -> bytes:
         """What the sender signs: a domain tag plus the canonical unsigned encoding."""
+        if self._encoded:
+            return _SIGNING_DOMAIN + _unsigned_encoding(self._encoded)
         return _SIGNING_DOMAIN + encode(self.unsigned_item())
 
     def to_item(self) -> list[Item]:
@@ -134,7 +140,7 @@ class Transaction:
 
     def encode(self) -> bytes:
         """The canonical bytes of the signed transaction."""
-        return encode(self.to_item())
+        return self._encoded or encode(self.to_item())
 
     @property
     def txid(self) -> bytes:
@@ -153,6 +159,16 @@ class Transaction:
     @property
     def amount(self) -> int:
         return self.payload.amount
+
+
+def _unsigned_encoding(encoded: bytes) -> bytes:
+    """The unsigned encoding inside a canonical signed one, without re-encoding the fields.
+
+    The signed list is the unsigned list's fields followed by the 64-byte signature, so its
+    payload minus the signature item is the unsigned list's payload.
+    """
+    prefix = 1 if encoded[0] < 0xF8 else 1 + encoded[0] - 0xF7
+    return encoding.encode_list_payload(encoded[prefix:-_SIGNATURE_ITEM_BYTES])
 
 
 def txid_of(encoded: bytes) -> bytes:
@@ -179,7 +195,10 @@ def transaction_from_item(item: Item) -> Transaction:
 
 def decode_transaction(data: bytes) -> Transaction:
     """Decode one transaction from untrusted bytes (size limit first)."""
-    return transaction_from_item(encoding.decode(data, MAX_TX_BYTES))
+    tx = transaction_from_item(encoding.decode(data, MAX_TX_BYTES))
+    # The decoder accepts only canonical bytes, so they are exactly what encode() would return.
+    object.__setattr__(tx, "_encoded", bytes(data))
+    return tx
 
 
 def check_transaction_form(tx: Transaction, chain_id: int) -> None:
@@ -190,6 +209,8 @@ def check_transaction_form(tx: Transaction, chain_id: int) -> None:
         )
     if tx.amount <= 0:
         raise InvalidTransaction(f"{tx.kind.name.lower()} amount must be positive, got {tx.amount}")
+    if tx.fee < 0:
+        raise InvalidTransaction(f"fee must not be negative, got {tx.fee}")
     if tx.amount > MAX_AMOUNT or tx.fee > MAX_AMOUNT:
         raise InvalidTransaction(f"amount {tx.amount} or fee {tx.fee} exceeds {MAX_AMOUNT}")
 
