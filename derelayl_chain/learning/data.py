@@ -87,7 +87,10 @@ def load_npz(path: Path) -> Dataset:
     if size > MAX_DATA_FILE_BYTES:
         raise TaskDataError(f"data file {path} is {size} bytes, over {MAX_DATA_FILE_BYTES}")
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise TaskDataError(f"data file {path} is a single .npy array, not an .npz archive")
+        with loaded as archive:
             missing = {"x", "y"} - set(archive.files)
             if missing:
                 raise TaskDataError(f"data file {path} lacks array(s) {', '.join(sorted(missing))}")

@@ -42,8 +42,15 @@ def compress(data: bytes) -> bytes:
 
 
 def decompress(data: bytes, max_size: int) -> bytes:
-    """Inverse of :func:`compress`, refusing output larger than ``max_size``."""
+    """Inverse of :func:`compress`, refusing output larger than ``max_size``.
+
+    The library sizes its output by the content size a frame declares and ignores
+    ``max_output_size`` then, so the declared size is checked first.
+    """
     try:
+        declared = zstandard.frame_content_size(data)
+        if declared > max_size:
+            raise InvalidDelta(f"compressed data declares {declared} bytes, over {max_size}")
         return zstandard.ZstdDecompressor().decompress(data, max_output_size=max_size)
     except zstandard.ZstdError as exc:
         raise InvalidDelta(f"compressed data is corrupt or over {max_size} bytes: {exc}") from exc

@@ -72,8 +72,11 @@ def _check_header(data: bytes, spec: WeightSpec, what: str) -> None:
         if begin != position:
             raise InvalidDelta(f"{what} tensor data overlaps or leaves a gap at byte {begin}")
         position = end
-    if position != len(data) - 8 - header_len:
-        raise InvalidDelta(f"{what} has {len(data) - 8 - header_len - position} stray data bytes")
+    available = len(data) - 8 - header_len
+    if position > available:
+        raise InvalidDelta(f"{what} is truncated: tensors need {position} bytes, {available} left")
+    if position < available:
+        raise InvalidDelta(f"{what} has {available - position} stray data bytes after its tensors")
 
 
 def decode_tensors(data: bytes, spec: WeightSpec, max_size: int, what: str = "delta") -> Weights:
