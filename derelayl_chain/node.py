@@ -175,6 +175,7 @@ class Node:
         self._mempool: Mempool | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._announcements: set[asyncio.Task[None]] = set()
         self._bind_gauges()
 
     # --- parts that exist only while running ---------------------------------------------
@@ -363,9 +364,22 @@ class Node:
             self.mempool.remove_confirmed([tx for b in result.connected for tx in b.transactions])
             returned = result.returned_transactions
             if returned:
-                self.mempool.readmit(list(returned))
+                readmitted = self.mempool.readmit(list(returned))
+                if readmitted:
+                    # Peers on the winning branch never saw these: offer them again so they
+                    # are confirmed there too.
+                    self._announce_later(readmitted)
         if self.chain.tip.hash != before and self.miner is not None:
             self.miner.notify_tip()
+
+    def _announce_later(self, txids: list[bytes]) -> None:
+        async def announce() -> None:
+            for txid in txids:
+                await self.peers.announce_transaction(txid)
+
+        task = asyncio.get_running_loop().create_task(announce())
+        self._announcements.add(task)
+        task.add_done_callback(self._announcements.discard)
 
     async def submit_transaction(self, tx: Transaction) -> bytes:
         """Check a transaction (signature included) and add it to the mempool; its txid."""
