@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -253,6 +254,23 @@ timeout_option = click.option(
 )
 
 
+_NEGATIVE_NUMBER = re.compile(r"-[0-9.][0-9.,]*", re.ASCII)
+
+
+class PaymentCommand(click.Command):
+    """A command whose AMOUNT may be typed negative: ``send TO -1`` reaches the amount check.
+
+    Click would take ``-1`` for an unknown option and answer "No such option"; when a negative
+    number is on the command line, unknown options are kept as arguments instead, so the amount
+    is refused for what it is (a mistyped option then shows as an unexpected extra argument).
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if any(_NEGATIVE_NUMBER.fullmatch(arg) for arg in args):
+            ctx.ignore_unknown_options = True
+        return super().parse_args(ctx, args)
+
+
 # --- the command group --------------------------------------------------------------------------
 
 
@@ -403,7 +421,7 @@ def account_json(account: AccountView) -> dict[str, Any]:
     }
 
 
-@cli.command()
+@cli.command(cls=PaymentCommand)
 @click.argument("to")
 @click.argument("amount")
 @fee_option
@@ -427,7 +445,7 @@ def send(
     )
 
 
-@cli.command()
+@cli.command(cls=PaymentCommand)
 @click.argument("amount")
 @fee_option
 @wait_option

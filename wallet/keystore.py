@@ -223,8 +223,10 @@ def _parse_json(path: Path, data: bytes) -> dict[str, Any]:
             text, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant
         )
     except json.JSONDecodeError as exc:
+        # Some messages end in "at" ("Unterminated string starting at"): the position follows.
+        what = exc.msg.removesuffix(" at")
         where = f"line {exc.lineno} column {exc.colno}"
-        raise _error(path, f"keystore is not valid JSON ({exc.msg} at {where})") from None
+        raise _error(path, f"keystore is not valid JSON ({what} at {where})") from None
     except ValueError as exc:
         raise _error(path, f"keystore is not valid JSON ({exc})") from None
     if not isinstance(document, dict):
