@@ -174,6 +174,11 @@ class Chain:
         self.invalid: set[bytes] = set()
         self.orphans: OrderedDict[bytes, Block] = OrderedDict()
         self._weights: OrderedDict[bytes, Weights] = OrderedDict()
+        self._decoded: dict[bytes, tuple[Block, Weights]] = {}
+        """Blocks accepted during the current import with their checked, decoded deltas: so
+        connecting them neither reads them back nor decodes and hashes the delta again."""
+        self._pending: tuple[Block, _BackgroundWrite] | None = None
+        """The block whose data is being written in the background, if any."""
         self._seq = 0
         self._open()
 
@@ -221,6 +226,9 @@ class Chain:
             self._seq = max(self._seq, seq + 1)
             if status == STATUS_INVALID:
                 self.invalid.add(header.hash)
+        # Blocks refused on arrival have a marker but no header or index entry.
+        for key, _ in self.store.iterate(schema.PREFIXES["invalid"]):
+            self.invalid.add(schema.parse_hash_key(key, "invalid"))
 
     def _require(self, key: bytes) -> bytes:
         value = self.store.get(key)
@@ -247,6 +255,9 @@ class Chain:
         header = self.entry(block_hash).header
         if header.height == 0:
             return self.genesis.block()
+        pending = self._pending
+        if pending is not None and pending[0].hash == block_hash:
+            return pending[0]  # its data may still be on the way to the store
         body = decode_transactions(self._require(schema.body_key(block_hash)))
         delta = decompress(self._require(schema.delta_key(block_hash)), self.params.max_delta_bytes)
         return Block(header, body, delta)
@@ -329,13 +340,19 @@ class Chain:
             if block.header.parent not in self.index:
                 self._add_orphan(block)
                 return ImportResult("orphan")
-            self._accept(block)
-            for child in self._take_orphans(block_hash):
+            try:
+                self._accept(block)
+                for child in self._take_orphans(block_hash):
+                    try:
+                        self._accept(child)
+                    except (InvalidBlock, ChainError, BlockFromFuture):
+                        continue
+                return self.activate_best_chain()
+            finally:
                 try:
-                    self._accept(child)
-                except (InvalidBlock, ChainError, BlockFromFuture):
-                    continue
-            return self.activate_best_chain()
+                    self._settle()
+                finally:
+                    self._decoded.clear()
 
     def _add_orphan(self, block: Block) -> None:
         self.orphans[block.hash] = block
@@ -365,7 +382,7 @@ class Chain:
         context = self.parent_context(parent.hash)
         try:
             d_eff = check_header(block.header, context, self.genesis, self.clock())
-            check_body(block, self.genesis)
+            delta = check_body(block, self.genesis)
         except InvalidBlock:
             self._remember_invalid(block_hash)
             raise
@@ -373,19 +390,38 @@ class Chain:
         self._seq += 1
         batch = WriteBatch()
         self._put_block_data(batch, block, entry)
-        self.store.write(batch)
+        # Compressing and writing the delta (megabytes) overlaps the validation that follows;
+        # every later write waits for it, so the store sees the batches in order.
+        self._settle()
+        self._pending = (block, _BackgroundWrite(self.store, batch, block))
         self.index[block_hash] = entry
+        self._decoded[block_hash] = (block, delta)
         return entry
 
+    def _settle(self) -> None:
+        """Wait for the block data being written in the background; if it failed, forget it."""
+        if self._pending is None:
+            return
+        block, write = self._pending
+        try:
+            write.wait()
+        except BaseException:
+            self.index.pop(block.hash, None)
+            self._decoded.pop(block.hash, None)
+            raise
+        finally:
+            self._pending = None
+
     def _put_block_data(self, batch: WriteBatch, block: Block, entry: IndexEntry) -> None:
+        """Header, index entry and body; the delta is added by :class:`_BackgroundWrite`."""
         block_hash = block.hash
         batch.put(schema.header_key(block_hash), block.header.encode())
         batch.put(schema.block_index_key(block_hash), encode(entry.to_item()))
         if block.height:
             batch.put(schema.body_key(block_hash), encode_transactions(block.transactions))
-            batch.put(schema.delta_key(block_hash), compress(block.delta))
 
     def _remember_invalid(self, block_hash: bytes) -> None:
+        self._settle()
         self.invalid.add(block_hash)
         batch = WriteBatch()
         batch.put(schema.invalid_key(block_hash), b"\x01")
@@ -404,9 +440,22 @@ class Chain:
             if entry.status == STATUS_INVALID:
                 continue
             heavier = entry.work > best.work or (entry.work == best.work and entry.seq < best.seq)
-            if heavier and not any(a.hash in self.invalid for a in self.ancestors(entry.hash)):
+            if heavier and not self._branch_has_invalid(entry):
                 best = entry
         return best
+
+    def _branch_has_invalid(self, entry: IndexEntry) -> bool:
+        """Whether a known-invalid block lies between ``entry`` and the current chain.
+
+        The walk stops at the first connected ancestor: connected blocks were fully validated,
+        and so were theirs, so a new tip costs a step, not a walk back to genesis.
+        """
+        for ancestor in self.ancestors(entry.hash):
+            if ancestor.hash in self.invalid:
+                return True
+            if ancestor.status == STATUS_CONNECTED:
+                return False
+        return False
 
     def activate_best_chain(self) -> ImportResult:
         """Move the tip to the best valid candidate, one atomic batch per block."""
@@ -431,7 +480,7 @@ class Chain:
                     disconnected.append(self._disconnect_tip())
                 for entry in branch:
                     try:
-                        connected.append(self._connect(self.get_block(entry.hash)))
+                        connected.append(self._connect(*self._connectable(entry.hash)))
                     except InvalidBlock:
                         invalid.append(entry.hash)
                         self._remember_invalid(entry.hash)
@@ -457,19 +506,29 @@ class Chain:
 
     def validate_child(self, block: Block) -> ValidatedBlock:
         """Full validation of a child of the current tip, without writing anything."""
+        return self._validate(block, None)
+
+    def _validate(self, block: Block, delta: Weights | None) -> ValidatedBlock:
+        """:meth:`validate_child`; ``delta`` is the block's delta if its body already passed."""
         if block.header.parent != self.tip.hash:
             raise InvalidBlock("block does not extend the current tip")
         context = self.parent_context(self.tip.hash)
         d_eff = check_header(block.header, context, self.genesis, self.clock())
-        delta = check_body(block, self.genesis)
+        if delta is None:
+            delta = check_body(block, self.genesis)
         transition, emission, shares = check_ledger(block, context, self, self.genesis, d_eff)
         weights, result = check_learning(
             block.header, self.weights_at(self.tip.hash), delta, self.genesis
         )
         return ValidatedBlock(block, transition, weights, result, d_eff, emission, shares)
 
-    def _connect(self, block: Block) -> Block:
-        validated = self.validate_child(block)
+    def _connectable(self, block_hash: bytes) -> tuple[Block, Weights | None]:
+        """A stored block to connect, with its decoded delta if this import already checked it."""
+        found = self._decoded.pop(block_hash, None)
+        return found if found is not None else (self.get_block(block_hash), None)
+
+    def _connect(self, block: Block, delta: Weights | None = None) -> Block:
+        validated = self._validate(block, delta)
         block_hash = block.hash
         transition = validated.transition
         entry = self.index[block_hash]
@@ -487,6 +546,7 @@ class Chain:
             key = schema.checkpoint_key(block.height, block_hash)
             batch.put(key, compress(encode_weights(validated.weights)))
         batch.put(schema.undo_key(block_hash), undo.encode())
+        self._settle()
         self.store.write(batch)
         self.tip, self.ledger = entry, transition.globals
         self._cache_weights(block_hash, validated.weights)
@@ -531,6 +591,7 @@ class Chain:
         entry = self.tip
         if entry.height == 0:
             raise ChainError("cannot disconnect the genesis block")
+        self._settle()
         block = self.get_block(entry.hash)
         undo = _Undo.decode(self._require(schema.undo_key(entry.hash)))
         batch = WriteBatch()
@@ -585,6 +646,30 @@ class Chain:
             height -= step
         hashes.append(self.genesis.hash)
         return hashes
+
+
+class _BackgroundWrite:
+    """A block's data batch: its delta compressed and the batch written on a helper thread.
+
+    zstd and LevelDB release the GIL, so this runs alongside the evaluation of the block.
+    """
+
+    def __init__(self, store: KeyValueStore, batch: WriteBatch, block: Block) -> None:
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(store, batch, block))
+        self._thread.start()
+
+    def _run(self, store: KeyValueStore, batch: WriteBatch, block: Block) -> None:
+        try:
+            batch.put(schema.delta_key(block.hash), compress(block.delta))
+            store.write(batch)
+        except BaseException as exc:  # handed to the importing thread by wait()
+            self.error = exc
+
+    def wait(self) -> None:
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 def _event_record(block: Block, event: LedgerEvent) -> bytes:
