@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 from derelayl_chain.block import Block
@@ -79,3 +80,21 @@ def produce_block(
     timestamp = max(timestamp, clock.now)
     clock.advance_to(timestamp)
     return assemble_block(chain, key, candidate, timestamp, transactions, reward_to)
+
+
+def fast_block(
+    chain: Chain, key: KeyPair, data: Dataset, seed: int, txs: Sequence[Transaction] = ()
+) -> Block:
+    """A trained child of the tip at the earliest valid timestamp: as much work as it can."""
+    for attempt in range(8):
+        candidate = train_candidate(chain, data, TrainingConfig(seed=seed * 100 + attempt))
+        timestamp = earliest_timestamp(chain, candidate.evaluation.loss)
+        if timestamp is not None:
+            return assemble_block(chain, key, candidate, timestamp, txs)
+    raise AssertionError("no training attempt improved the loss")
+
+
+def slow_block(chain: Chain, key: KeyPair, txs: Sequence[Transaction] = ()) -> Block:
+    """A zero-delta child of the tip timestamped at ``T_decay``: work exactly 1."""
+    timestamp = chain.tip.header.timestamp_ms + chain.params.decay_ms
+    return assemble_block(chain, key, empty_candidate(chain), timestamp, txs)

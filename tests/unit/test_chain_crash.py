@@ -32,20 +32,12 @@ from derelayl_chain.chain import Chain
 from derelayl_chain.crypto import SIGNATURE_SIZE, KeyPair
 from derelayl_chain.exceptions import BlockSignatureError, KnownInvalid, StorageError
 from derelayl_chain.genesis import BASE_UNITS_PER_DRL, GenesisConfig, load_genesis, write_genesis
-from derelayl_chain.learning.data import Dataset
-from derelayl_chain.learning.train import TrainingConfig
 from derelayl_chain.learning.weights import model_hash
-from derelayl_chain.relay import (
-    assemble_block,
-    earliest_timestamp,
-    empty_candidate,
-    train_candidate,
-)
 from derelayl_chain.storage import schema
 from derelayl_chain.storage.kv import WriteBatch
 from derelayl_chain.storage.memory import MemoryStore
 from derelayl_chain.transaction import Transaction, make_transfer
-from tests.chainkit import make_genesis, shards
+from tests.chainkit import fast_block, make_genesis, shards, slow_block
 
 DRL = BASE_UNITS_PER_DRL
 KILLS = 12
@@ -80,24 +72,6 @@ print("done", chain.tip.hash.hex(), flush=True)
 
 
 # --- building the blocks -----------------------------------------------------------------------
-
-
-def fast_block(
-    chain: Chain, key: KeyPair, data: Dataset, seed: int, txs: Sequence[Transaction] = ()
-) -> Block:
-    """A trained child of the tip at the earliest valid timestamp (much work)."""
-    for attempt in range(8):
-        candidate = train_candidate(chain, data, TrainingConfig(seed=seed * 100 + attempt))
-        timestamp = earliest_timestamp(chain, candidate.evaluation.loss)
-        if timestamp is not None:
-            return assemble_block(chain, key, candidate, timestamp, txs)
-    raise AssertionError("no training attempt improved the loss")
-
-
-def slow_block(chain: Chain, key: KeyPair, txs: Sequence[Transaction] = ()) -> Block:
-    """A zero-delta child of the tip at ``T_decay`` (work 1)."""
-    timestamp = chain.tip.header.timestamp_ms + chain.params.decay_ms
-    return assemble_block(chain, key, empty_candidate(chain), timestamp, txs)
 
 
 def memory_chain(genesis: GenesisConfig) -> Chain:

@@ -20,18 +20,11 @@ from derelayl_chain.crypto import KeyPair
 from derelayl_chain.exceptions import FinalityViolation, KnownInvalid
 from derelayl_chain.genesis import BASE_UNITS_PER_DRL, GenesisConfig
 from derelayl_chain.learning.data import Dataset
-from derelayl_chain.learning.train import TrainingConfig
 from derelayl_chain.learning.weights import model_hash
-from derelayl_chain.relay import (
-    assemble_block,
-    earliest_timestamp,
-    empty_candidate,
-    train_candidate,
-)
 from derelayl_chain.storage import schema
 from derelayl_chain.storage.memory import MemoryStore
 from derelayl_chain.transaction import Transaction, make_transfer
-from tests.chainkit import Clock, make_genesis, shards
+from tests.chainkit import Clock, fast_block, make_genesis, shards, slow_block
 
 DRL = BASE_UNITS_PER_DRL
 FEE = 10_000
@@ -45,24 +38,6 @@ MINERS = [KeyPair.from_seed(bytes([0xA0 + i]) * 32) for i in range(3)]
 
 
 # --- building blocks ---------------------------------------------------------------------------
-
-
-def fast_block(
-    chain: Chain, key: KeyPair, data: Dataset, seed: int, txs: Sequence[Transaction] = ()
-) -> Block:
-    """A trained child of the tip at the earliest valid timestamp: as much work as it can."""
-    for attempt in range(8):
-        candidate = train_candidate(chain, data, TrainingConfig(seed=seed * 100 + attempt))
-        timestamp = earliest_timestamp(chain, candidate.evaluation.loss)
-        if timestamp is not None:
-            return assemble_block(chain, key, candidate, timestamp, txs)
-    raise AssertionError("no training attempt improved the loss")
-
-
-def slow_block(chain: Chain, key: KeyPair, txs: Sequence[Transaction] = ()) -> Block:
-    """A zero-delta child of the tip timestamped at ``T_decay``: work exactly 1."""
-    timestamp = chain.tip.header.timestamp_ms + chain.params.decay_ms
-    return assemble_block(chain, key, empty_candidate(chain), timestamp, txs)
 
 
 def extend(chain: Chain, block: Block) -> Block:
