@@ -16,6 +16,9 @@ from derelayl_chain.exceptions import ConfigError, TaskDataError
 from derelayl_chain.learning.task import INPUT_SIZE, NUM_CLASSES, TaskSpec
 
 MAX_DATA_FILE_BYTES = 256 << 20
+MAX_DATA_ARRAY_BYTES = 1 << 30
+"""Bound on the uncompressed size of an .npz's members: a small compressed file cannot expand
+into arrays that exhaust memory."""
 _SHARD_SPEC = re.compile(r"^digits:(\d{1,6})/(\d{1,6})(:noniid)?$")
 
 
@@ -38,15 +41,17 @@ def _hash_order(seed: bytes, count: int) -> list[int]:
 @functools.lru_cache(maxsize=4)
 def load_task_split(task: TaskSpec) -> tuple[Dataset, Dataset]:
     """(train, evaluation) for the task; the split is fixed by ``task.split_seed``."""
-    if task.dataset != "sklearn-digits":
-        raise ConfigError(f"unknown dataset {task.dataset!r}; only 'sklearn-digits' is built in")
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # TaskSpec admits no other data set
 
     digits = load_digits()
     x = (np.asarray(digits.data, dtype=np.float32) / np.float32(16.0)).astype(np.float32)
     y = np.asarray(digits.target, dtype=np.int64)
     order = _hash_order(task.split_seed, len(y))
     n_eval = round(len(y) * task.eval_fraction_ppm / 1_000_000)
+    if not 0 < n_eval < len(y):
+        raise ConfigError(
+            f"task {task.name!r} leaves an empty split ({n_eval} of {len(y)} held out)"
+        )
     eval_idx, train_idx = np.array(order[:n_eval]), np.array(order[n_eval:])
     return Dataset(x[train_idx], y[train_idx]), Dataset(x[eval_idx], y[eval_idx])
 
@@ -87,19 +92,41 @@ def load_npz(path: Path) -> Dataset:
     if size > MAX_DATA_FILE_BYTES:
         raise TaskDataError(f"data file {path} is {size} bytes, over {MAX_DATA_FILE_BYTES}")
     try:
+        _check_archive(path)
         loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a .npy that also parses as a zip
             raise TaskDataError(f"data file {path} is a single .npy array, not an .npz archive")
         with loaded as archive:
-            missing = {"x", "y"} - set(archive.files)
-            if missing:
-                raise TaskDataError(f"data file {path} lacks array(s) {', '.join(sorted(missing))}")
             x, y = archive["x"], archive["y"]
     except TaskDataError:
         raise
+    except MemoryError as exc:
+        raise TaskDataError(f"data file {path} declares arrays too large to load") from exc
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
         raise TaskDataError(f"data file {path} is not a valid .npz without pickles: {exc}") from exc
     return validate_arrays(x, y, str(path))
+
+
+def _check_archive(path: Path) -> None:
+    """Refuse anything but a zip archive holding ``x`` and ``y`` of bounded uncompressed size.
+
+    Checked before numpy reads it: np.load would also open a bare .npy, and a zip's members are
+    decompressed only up to the sizes its directory declares.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename: info.file_size for info in archive.infolist()}
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise TaskDataError(f"data file {path} is not a valid .npz (zip) archive") from exc
+    missing = {"x.npy", "y.npy"} - set(members)
+    if missing:
+        names = ", ".join(sorted(name.removesuffix(".npy") for name in missing))
+        raise TaskDataError(f"data file {path} lacks array(s) {names}")
+    declared = sum(members.values())
+    if declared > MAX_DATA_ARRAY_BYTES:
+        raise TaskDataError(
+            f"data file {path} expands to {declared} bytes, over {MAX_DATA_ARRAY_BYTES}"
+        )
 
 
 def validate_arrays(x: npt.NDArray[np.generic], y: npt.NDArray[np.generic], where: str) -> Dataset:

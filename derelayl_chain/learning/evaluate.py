@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import threading
 from dataclasses import dataclass
 
@@ -14,6 +15,10 @@ from derelayl_chain.learning.model import Weights, layer_sizes
 from derelayl_chain.learning.task import LOSS_SCALE, TaskSpec
 
 _LOCK = threading.Lock()
+
+MAX_LOSS = (1 << 63) - 1
+"""The loss recorded for weights whose loss is not finite or exceeds it (finite deltas can still
+add up to overflowing weights): never an improvement, and evaluation never raises."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +60,9 @@ def evaluate(task: TaskSpec, weights: Weights) -> Evaluation:
         finally:
             if previous != 1:
                 torch.set_num_threads(previous)
-    return Evaluation(loss=round(loss * LOSS_SCALE), accuracy=correct * LOSS_SCALE // len(y))
+    scaled = loss * LOSS_SCALE
+    fixed = round(scaled) if math.isfinite(scaled) and scaled < MAX_LOSS else MAX_LOSS
+    return Evaluation(loss=fixed, accuracy=correct * LOSS_SCALE // len(y))
 
 
 def loss_matches(claimed: int, recomputed: int, tolerance: int) -> bool:

@@ -37,7 +37,7 @@ def _check_header(data: bytes, spec: WeightSpec, what: str) -> None:
         raise InvalidDelta(f"{what} declares a header of {header_len} bytes (invalid)")
     try:
         header = json.loads(data[8 : 8 + header_len])
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # deep nesting fits in a short header
         raise InvalidDelta(f"{what} header is not JSON") from exc
     if not isinstance(header, dict):
         raise InvalidDelta(f"{what} header is not a JSON object")

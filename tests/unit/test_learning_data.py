@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import pathlib
 import pickle
+import zipfile
 from collections import Counter
 from pathlib import Path
 
@@ -124,10 +126,12 @@ def test_split_seed_changes_the_split() -> None:
     assert rows(evaluation) != rows(other)
 
 
-def test_unknown_dataset_rejected() -> None:
-    """A task naming a data set that is not built in is a ConfigError."""
-    with pytest.raises(ConfigError, match="unknown dataset"):
-        load_task_split(dataclasses.replace(DEFAULT_TASK, dataset="mnist"))
+@pytest.mark.parametrize("fraction", [1, 999_999], ids=["no evaluation", "no training"])
+def test_empty_split_rejected(fraction: int) -> None:
+    """A fraction that rounds to an empty evaluation or training split is a ConfigError."""
+    task = dataclasses.replace(DEFAULT_TASK, eval_fraction_ppm=fraction)
+    with pytest.raises(ConfigError, match="empty split"):
+        load_task_split(task)
 
 
 # --- miner shards ---------------------------------------------------------------------------
@@ -369,7 +373,7 @@ def test_single_npy_rejected(tmp_path: Path) -> None:
     path = tmp_path / "d.npz"
     with path.open("wb") as handle:
         np.save(handle, np.zeros((3, 64)))
-    with pytest.raises(TaskDataError, match="not an .npz archive"):
+    with pytest.raises(TaskDataError, match="not a valid .npz"):
         load_npz(path)
 
 
@@ -402,4 +406,59 @@ def test_file_at_size_limit_accepted(tmp_path: Path, monkeypatch: pytest.MonkeyP
     x, y = valid_arrays()
     path = write_npz(tmp_path / "d.npz", x=x, y=y)
     monkeypatch.setattr(data_module, "MAX_DATA_FILE_BYTES", path.stat().st_size)
+    assert len(load_npz(path)) == len(y)
+
+
+def test_file_expanding_beyond_limit_rejected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compressed .npz whose members expand beyond MAX_DATA_ARRAY_BYTES is refused unread."""
+    path = tmp_path / "d.npz"
+    with path.open("wb") as handle:
+        np.savez_compressed(handle, x=np.zeros((1000, 64)), y=np.zeros(1000, dtype=np.int64))
+    assert path.stat().st_size < 64_000
+    monkeypatch.setattr(data_module, "MAX_DATA_ARRAY_BYTES", 64 * 8 * 1000)
+    with pytest.raises(TaskDataError, match="expands to"):
+        load_npz(path)
+
+
+def test_compressed_npz_loads(tmp_path: Path) -> None:
+    """An .npz written by savez_compressed loads like an uncompressed one."""
+    x, y = valid_arrays()
+    path = tmp_path / "d.npz"
+    with path.open("wb") as handle:
+        np.savez_compressed(handle, x=x, y=y)
+    assert np.array_equal(load_npz(path).x, x.astype(np.float32))
+
+
+def npy_bytes(array: npt.NDArray[np.generic], shape: tuple[int, ...] | None = None) -> bytes:
+    """An .npy file of ``array``, its header optionally declaring another ``shape``."""
+    header = np.lib.format.header_data_from_array_1_0(array)
+    if shape is not None:
+        header["shape"] = shape
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, header)
+    buffer.write(array.tobytes())
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("rows", [10**6, 10**9], ids=["short data", "beyond memory"])
+def test_lying_array_header_rejected(tmp_path: Path, rows: int) -> None:
+    """An .npy header declaring far more data than its member holds is a TaskDataError."""
+    x, y = valid_arrays()
+    path = tmp_path / "d.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x.npy", npy_bytes(x, shape=(rows, 64)))
+        archive.writestr("y.npy", npy_bytes(y))
+    with pytest.raises(TaskDataError):
+        load_npz(path)
+
+
+def test_handmade_archive_loads(tmp_path: Path) -> None:
+    """Control: the same archive with truthful headers loads."""
+    x, y = valid_arrays()
+    path = tmp_path / "d.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x.npy", npy_bytes(x))
+        archive.writestr("y.npy", npy_bytes(y))
     assert len(load_npz(path)) == len(y)

@@ -213,6 +213,12 @@ def test_header_not_json_rejected() -> None:
     rejected(VALID[:8] + b"\xff" * length + VALID[8 + length :], "header is not JSON")
 
 
+@pytest.mark.parametrize("header", [b"[" * 50_000, b'{"a":' * 10_000 + b"1" + b"}" * 10_000])
+def test_deeply_nested_header_rejected(header: bytes) -> None:
+    """A short header nested too deeply for the JSON parser is refused, not a RecursionError."""
+    rejected(join_delta(header, b""), "header is not JSON")
+
+
 @pytest.mark.parametrize("header", [[], "text", 42, None])
 def test_header_not_object_rejected(header: object) -> None:
     """A header that is JSON but not an object is refused."""

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import pytest
 import torch
 
 from derelayl_chain.learning.data import load_miner_data, load_task_split
-from derelayl_chain.learning.evaluate import Evaluation, evaluate, forward, loss_matches
-from derelayl_chain.learning.model import Weights, build_model, initial_weights
+from derelayl_chain.learning.delta import decode_delta, encode_delta
+from derelayl_chain.learning.evaluate import (
+    MAX_LOSS,
+    Evaluation,
+    evaluate,
+    forward,
+    loss_matches,
+)
+from derelayl_chain.learning.model import Weights, build_model, initial_weights, weight_spec
 from derelayl_chain.learning.task import DEFAULT_TASK, LOSS_SCALE
 from derelayl_chain.learning.train import TrainingConfig, train
+from derelayl_chain.learning.weights import apply_delta
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +126,38 @@ def test_evaluation_same_across_thread_counts(trained: Weights) -> None:
         assert evaluate(DEFAULT_TASK, trained) == expected
     finally:
         torch.set_num_threads(previous)
+
+
+def test_evaluation_in_worker_thread_matches(trained: Weights) -> None:
+    """Evaluating from another thread gives the same result as from the main thread."""
+    expected = evaluate(DEFAULT_TASK, trained)
+    results: list[Evaluation] = []
+    workers = [
+        threading.Thread(target=lambda: results.append(evaluate(DEFAULT_TASK, trained)))
+        for _ in range(4)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert results == [expected] * 4
+
+
+@pytest.mark.parametrize("value", [1e30, 3e38], ids=["huge", "overflowing"])
+def test_overflowing_weights_score_max_loss(value: float) -> None:
+    """A delta that decodes (every value finite) but drives the logits to infinity or NaN is
+    scored MAX_LOSS, never an exception."""
+    weights = initial_weights(DEFAULT_TASK)
+    delta = {name: torch.full_like(tensor, value) for name, tensor in weights.items()}
+    delta = decode_delta(encode_delta(delta), weight_spec(DEFAULT_TASK))
+    assert evaluate(DEFAULT_TASK, apply_delta(weights, delta)).loss == MAX_LOSS
+
+
+def test_infinite_weights_score_max_loss() -> None:
+    """Weights holding infinities score MAX_LOSS."""
+    weights = initial_weights(DEFAULT_TASK)
+    weights["0.bias"][0] = float("inf")
+    assert evaluate(DEFAULT_TASK, weights).loss == MAX_LOSS
 
 
 def test_evaluation_is_a_value_object() -> None:

@@ -7,9 +7,16 @@ import dataclasses
 import pytest
 
 from derelayl_chain.encoding import Item, decode, encode, encode_uint
-from derelayl_chain.exceptions import DecodeError
+from derelayl_chain.exceptions import ConfigError, DecodeError
 from derelayl_chain.learning.model import parameter_count
-from derelayl_chain.learning.task import BUILTIN_TASKS, DEFAULT_TASK, LARGE_TASK, TaskSpec
+from derelayl_chain.learning.task import (
+    BUILTIN_TASKS,
+    DEFAULT_TASK,
+    LARGE_TASK,
+    MAX_PARAMETERS,
+    MAX_WIDTH,
+    TaskSpec,
+)
 
 LIMIT = 1 << 16
 
@@ -51,12 +58,18 @@ def test_task_as_byte_string_rejected() -> None:
 
 
 @pytest.mark.parametrize("index", [0, 1, 6], ids=["name", "dataset", "loss"])
-def test_non_ascii_text_rejected(index: int) -> None:
-    """Name, dataset and loss must be ASCII text."""
+def test_invalid_utf8_text_rejected(index: int) -> None:
+    """Name, dataset and loss must be valid UTF-8."""
     fields = default_fields()
-    fields[index] = "digits-mlp-\u00e9".encode()
-    with pytest.raises(DecodeError, match="ASCII"):
+    fields[index] = b"digits-\xff"
+    with pytest.raises(DecodeError, match="UTF-8"):
         TaskSpec.from_item(fields)
+
+
+def test_utf8_name_round_trip() -> None:
+    """A task name in UTF-8 beyond ASCII survives the encoding."""
+    task = dataclasses.replace(DEFAULT_TASK, name="chiffres-\u00e9")
+    assert TaskSpec.from_item(decode(encode(task.to_item()), LIMIT)) == task
 
 
 def test_overlong_name_rejected() -> None:
@@ -126,3 +139,65 @@ def test_default_task_is_small() -> None:
 def test_builtin_tasks_are_keyed_by_name() -> None:
     """BUILTIN_TASKS finds each built-in task under its own name."""
     assert {DEFAULT_TASK.name: DEFAULT_TASK, LARGE_TASK.name: LARGE_TASK} == BUILTIN_TASKS
+
+
+# --- tasks no node could run ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"dataset": "mnist"}, "unknown dataset 'mnist'"),
+        ({"loss": "mse"}, "unknown loss 'mse'"),
+        ({"name": ""}, "task name must be 1 to 64 bytes"),
+        ({"name": "\ud800"}, "not valid UTF-8"),
+        ({"hidden": ()}, "1 to 8 hidden layers"),
+        ({"hidden": (32, 0)}, "hidden widths must be 1 to"),
+        ({"hidden": (MAX_WIDTH + 1,)}, "hidden widths must be 1 to"),
+        ({"hidden": (4096, 4096)}, f"parameters, over {MAX_PARAMETERS}"),
+        ({"eval_fraction_ppm": 0}, "strictly between 0 and 1000000"),
+        ({"eval_fraction_ppm": 1_000_000}, "strictly between 0 and 1000000"),
+        ({"init_seed": b"s" * 65}, "init seed is 65 bytes"),
+    ],
+    ids=[
+        "dataset",
+        "loss",
+        "empty name",
+        "surrogate",
+        "no layers",
+        "zero width",
+        "too wide",
+        "too many parameters",
+        "no evaluation",
+        "all evaluation",
+        "long seed",
+    ],
+)
+def test_impossible_task_refused(changes: dict[str, object], match: str) -> None:
+    """Constructing a task no node could run is a ConfigError naming the problem."""
+    with pytest.raises(ConfigError, match=match):
+        dataclasses.replace(DEFAULT_TASK, **changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("index", "value", "match"),
+    [
+        (1, b"mnist", "unknown dataset"),
+        (6, b"mse", "unknown loss"),
+        (2, [b"\x20", b""], "hidden widths"),
+        (3, b"", "evaluation fraction"),
+        (3, encode_uint(1_000_000), "evaluation fraction"),
+    ],
+    ids=["dataset", "loss", "zero width", "no evaluation", "all evaluation"],
+)
+def test_impossible_task_item_rejected(index: int, value: Item, match: str) -> None:
+    """Decoding a task that could not run raises DecodeError (not ConfigError)."""
+    fields = default_fields()
+    fields[index] = value
+    with pytest.raises(DecodeError, match=match):
+        TaskSpec.from_item(fields)
+
+
+def test_widest_layer_accepted() -> None:
+    """A hidden layer exactly MAX_WIDTH wide is accepted."""
+    assert dataclasses.replace(DEFAULT_TASK, hidden=(MAX_WIDTH,)).hidden == (MAX_WIDTH,)

@@ -7,8 +7,8 @@ import torch
 
 from derelayl_chain.learning.data import Dataset, load_miner_data
 from derelayl_chain.learning.evaluate import evaluate
-from derelayl_chain.learning.model import initial_weights, weight_spec
-from derelayl_chain.learning.task import DEFAULT_TASK
+from derelayl_chain.learning.model import initial_weights, layer_sizes, weight_spec
+from derelayl_chain.learning.task import DEFAULT_TASK, NUM_CLASSES
 from derelayl_chain.learning.train import TrainingConfig, train
 from derelayl_chain.learning.weights import model_hash
 
@@ -89,3 +89,52 @@ def test_relay_across_shards_reduces_loss() -> None:
         losses.append(evaluate(DEFAULT_TASK, weights).loss)
     assert all(later < earlier for earlier, later in zip(losses, losses[1:], strict=False)), losses
     assert losses[-1] < losses[0] // 2, losses
+
+
+def non_iid_shard(index: int) -> Dataset:
+    """Non-IID shard ``index`` of three: a few labels only."""
+    return load_miner_data(f"digits:{index}/{SHARDS}:noniid", DEFAULT_TASK)
+
+
+def test_absent_classes_left_untouched() -> None:
+    """Training on label-skewed data leaves the output rows of absent classes exactly as they
+    were: the softmax covers only the classes the data holds."""
+    data = non_iid_shard(0)
+    absent = sorted(set(range(NUM_CLASSES)) - set(data.y.tolist()))
+    assert absent
+    output = f"{2 * (len(layer_sizes(DEFAULT_TASK)) - 2)}"
+    weights = initial_weights(DEFAULT_TASK)
+    trained = train(DEFAULT_TASK, weights, data, CONFIG)
+    for part in ("weight", "bias"):
+        name = f"{output}.{part}"
+        assert torch.equal(trained[name][absent], weights[name][absent]), name
+    assert not torch.equal(trained["0.weight"], weights["0.weight"])
+
+
+def test_single_class_data_changes_nothing() -> None:
+    """Data holding one class teaches nothing: the weights come back unchanged."""
+    data = non_iid_shard(0)
+    only = data.y == data.y[0]
+    weights = initial_weights(DEFAULT_TASK)
+    trained = train(DEFAULT_TASK, weights, Dataset(data.x[only], data.y[only]), CONFIG)
+    assert model_hash(trained) == model_hash(weights)
+
+
+def test_non_iid_relay_reduces_loss() -> None:
+    """Training in relay on label-skewed shards (three labels or so each) keeps lowering the
+    evaluation loss."""
+    weights = initial_weights(DEFAULT_TASK)
+    losses = [evaluate(DEFAULT_TASK, weights).loss]
+    for step in range(2 * SHARDS):
+        data = non_iid_shard(step % SHARDS)
+        weights = train(DEFAULT_TASK, weights, data, TrainingConfig(seed=step))
+        losses.append(evaluate(DEFAULT_TASK, weights).loss)
+    assert all(later < earlier for earlier, later in zip(losses, losses[1:], strict=False)), losses
+    assert losses[-1] < losses[0] * 2 // 3, losses
+
+
+def test_training_leaves_global_rng_alone() -> None:
+    """Training draws only from its own seeded generator, not torch's global one."""
+    state = torch.get_rng_state()
+    train(DEFAULT_TASK, initial_weights(DEFAULT_TASK), shard(0), CONFIG)
+    assert torch.equal(torch.get_rng_state(), state)
