@@ -9,8 +9,10 @@ validation accepts it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Concatenate, ParamSpec
 
 from derelayl_chain.block import BLOCK_VERSION, Block, BlockHeader, transactions_root
 from derelayl_chain.chain import Chain
@@ -39,6 +41,8 @@ from derelayl_chain.state import (
     begin_update,
 )
 from derelayl_chain.transaction import Transaction, verify_transaction
+
+_BuildArgs = ParamSpec("_BuildArgs")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,23 +107,6 @@ def improvement_ppm(parent_loss: int, loss: int) -> int:
     return (parent_loss - loss) * PPM // parent_loss if parent_loss else 0
 
 
-def assemble_block(
-    chain: Chain,
-    key: KeyPair,
-    candidate: Candidate,
-    timestamp_ms: int,
-    transactions: Sequence[Transaction] = (),
-    reward_to: bytes | None = None,
-) -> Block:
-    """Build, sign and fully validate the block; raise if the chain would reject it.
-
-    Transactions that do not apply on the tip's ledger are left out, in order.
-    """
-    block = build_block(chain, key, candidate, timestamp_ms, transactions, reward_to)
-    chain.validate_child(block)
-    return block
-
-
 def build_block(
     chain: Chain,
     key: KeyPair,
@@ -127,12 +114,11 @@ def build_block(
     timestamp_ms: int,
     transactions: Sequence[Transaction] = (),
     reward_to: bytes | None = None,
-    **header_overrides: object,
 ) -> Block:
     """Build and sign a child of the tip without validating it.
 
-    ``header_overrides`` replace header fields before signing: tests use them to make blocks
-    that are consistent in every respect but one.
+    Transactions that do not apply on the tip's ledger are left out, in order. The reward goes
+    to ``reward_to``, by default the proposer's own account.
     """
     parent = chain.tip
     if candidate.parent != parent.hash:
@@ -169,8 +155,32 @@ def build_block(
         reward_to=reward_account,
         proposer=key.public_key,
     )
-    header = replace(header, **header_overrides).signed(key)  # type: ignore[arg-type]
-    return Block(header, tuple(included), candidate.delta)
+    return Block(header.signed(key), tuple(included), candidate.delta)
+
+
+def _then_validated(
+    build: Callable[Concatenate[Chain, _BuildArgs], Block],
+) -> Callable[Concatenate[Chain, _BuildArgs], Block]:
+    """``build`` with the same arguments, followed by the chain's full validation of the block."""
+
+    def build_and_validate(
+        chain: Chain, /, *args: _BuildArgs.args, **kwargs: _BuildArgs.kwargs
+    ) -> Block:
+        """The block ``build`` makes, once :meth:`Chain.validate_child` accepts it.
+
+        Raises whatever the validation raises: a proposer never sends a block its own chain
+        would reject.
+        """
+        block = build(chain, *args, **kwargs)
+        chain.validate_child(block)
+        return block
+
+    # Only ``__wrapped__``: help() and inspect then show build's parameters, not *args.
+    return functools.update_wrapper(build_and_validate, build, assigned=(), updated=())
+
+
+assemble_block = _then_validated(build_block)
+"""Build, sign and fully validate a child of the tip: :func:`build_block`'s arguments."""
 
 
 def _select_applicable(

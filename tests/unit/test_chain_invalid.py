@@ -55,11 +55,18 @@ class Setup:
     timestamp: int
 
     def build(self, candidate: Candidate | None = None, **overrides: object) -> Block:
+        """A signed child of the tip, consistent except for the header fields overridden.
+
+        ``timestamp_ms`` is the time the block is built for; other overrides replace header
+        fields after building, and the header is signed again.
+        """
         timestamp = overrides.pop("timestamp_ms", self.timestamp)
         assert isinstance(timestamp, int)
-        return build_block(
-            self.chain, self.key, candidate or self.candidate, timestamp, **overrides
-        )
+        block = build_block(self.chain, self.key, candidate or self.candidate, timestamp)
+        if not overrides:
+            return block
+        header = replace(block.header, **overrides).signed(self.key)  # type: ignore[arg-type]
+        return replace(block, header=header)
 
     def with_delta(self, tensors: dict[str, torch.Tensor]) -> Candidate:
         raw = bytes(safetensors.torch.save({k: tensors[k] for k in sorted(tensors)}))
