@@ -65,4 +65,13 @@ def may_download(account: Account | None, height: int, model_open: bool) -> bool
         return True
     if account is None:
         return False
-    return account.licensed_until >= height or account.shares > 0
+    return holds_licence(account, height) or account.shares > 0
+
+
+def holds_licence(account: Account, height: int) -> bool:
+    """Whether ``account`` is licensed at ``height``.
+
+    A ``licensed_until`` of 0 means never licensed, not licensed through height 0: a paid
+    licence always ends at a height of at least 1, the block that carried the payment.
+    """
+    return account.licensed_until > 0 and account.licensed_until >= height
