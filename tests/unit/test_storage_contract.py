@@ -271,6 +271,28 @@ def test_iterate_prefix_of_ff_bytes_reaches_the_end(store: KeyValueStore) -> Non
     assert keys_of(store.iterate(b"\xff", reverse=True)) == [b"\xff\xff\xff", b"\xff\x00", b"\xff"]
 
 
+def test_iterate_prefix_ending_in_ff_bytes(store: KeyValueStore) -> None:
+    """A prefix ending in 0xff bytes covers all its extensions and stops before the next key."""
+    inside = [b"a\xff", b"a\xff\x00", b"a\xff\xfe", b"a\xff\xff", b"a\xff\xff\xff\x01"]
+    put_all(store, dict.fromkeys([b"a", b"a\xfe", b"a\xfe\xff", *inside, b"b", b"b\x00"], b""))
+    assert keys_of(store.iterate(b"a\xff")) == inside
+    assert keys_of(store.iterate(b"a\xff", reverse=True)) == inside[::-1]
+    assert keys_of(store.iterate(b"a\xff\xff")) == inside[3:]
+    assert keys_of(store.iterate(b"a\xff\xff", reverse=True)) == inside[:2:-1]
+    assert keys_of(store.iterate(b"a\xff", start=b"a\xff\xfe")) == inside[2:]
+    assert keys_of(store.iterate(b"a\xff", start=b"a\xff\xfe", reverse=True)) == inside[2::-1]
+
+
+def test_iterate_prefix_of_several_ff_bytes(store: KeyValueStore) -> None:
+    """An all-0xff prefix longer than one byte scans only its extensions, to the last key."""
+    inside = [b"\xff\xff", b"\xff\xff\x00", b"\xff\xff\xff", b"\xff\xff\xff\xff\x07"]
+    put_all(store, dict.fromkeys([b"\xfe\xff", b"\xff", b"\xff\xfe\xff", *inside], b""))
+    assert keys_of(store.iterate(b"\xff\xff")) == inside
+    assert keys_of(store.iterate(b"\xff\xff", reverse=True)) == inside[::-1]
+    assert keys_of(store.iterate(b"\xff\xff", start=b"\xff\xff\x01")) == inside[2:]
+    assert keys_of(store.iterate(b"\xff\xff", start=b"\xff\xff\x01", reverse=True)) == inside[1::-1]
+
+
 def test_iterate_sees_the_store_as_of_the_call(store: KeyValueStore) -> None:
     """Writes made after a scan starts do not appear in it, and deletes do not break it."""
     put_all(store, {b"k1": b"1", b"k2": b"2"})
