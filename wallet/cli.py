@@ -11,7 +11,6 @@ exactly one JSON document, with amounts both in base units and in DRL, as decima
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import sys
@@ -22,9 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich import box
-from rich.console import Console
-from rich.table import Table
 
 from derelayl_chain.access import sign_download
 from derelayl_chain.crypto import KeyPair, decode_address
@@ -40,20 +36,10 @@ from derelayl_chain.exceptions import (
     ValidationError,
 )
 from derelayl_chain.transaction import Transaction, make_access, make_transfer
-from wallet.amounts import (
-    AMOUNT_KEYS,
-    MAX_UNITS,
-    annotate_amounts,
-    format_drl,
-    format_ratio,
-    parse_drl,
-    parse_units,
-    units_json,
-)
+from wallet.amounts import MAX_UNITS, annotate_amounts, format_drl, parse_drl, units_json
 from wallet.client import (
     DEFAULT_NODE_URL,
     WEIGHTS_PATH,
-    AccountView,
     NodeClient,
     NodeRefused,
     check_node_url,
@@ -67,15 +53,23 @@ from wallet.keystore import (
     load_keystore,
     read_keystore_address,
 )
+from wallet.render import (
+    account_json,
+    drl,
+    emit_json,
+    history_json,
+    print_balance,
+    print_history,
+    print_model_info,
+    print_rewards,
+    show,
+)
 
 DEFAULT_KEYSTORE = "~/.derelayl/wallet.json"
 PASSWORD_ENV = "DERELAYL_PASSWORD"
 DEFAULT_FEE = "0.00001"
 """Ten times the devnet's minimum fee of 0.000001 DRL."""
 DEFAULT_WAIT_S = 60.0
-_ID_COLUMNS = frozenset({"block", "txid", "id", "hash", "from", "to", "counterparty"})
-"""Table columns of hashes and addresses: abbreviated."""
-PIPE_WIDTH = 160
 MAX_SECRET_FILE_BYTES = 4096
 """Password and exported-key files are tiny; a bigger file is the wrong file."""
 _BAD_INPUT: tuple[type[BaseException], ...] = (
@@ -139,7 +133,7 @@ class WalletGroup(click.Group):
         sys.exit(result if isinstance(result, int) else 0)
 
 
-# --- settings, password, output -----------------------------------------------------------------
+# --- settings and password ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,45 +193,6 @@ def refuse_existing_keystore(path: Path) -> None:
     """Fail before asking for a password that could not be used."""
     if os.path.lexists(path):
         raise KeystoreError(f"keystore {path} already exists; refusing to overwrite")
-
-
-def emit_json(document: object) -> None:
-    click.echo(json.dumps(document, indent=2))
-
-
-def make_console() -> Console:
-    """A console for people; markup is off because node answers are printed as text.
-
-    Output to a pipe or file gets a wide page rather than rich's 80 columns, so rows of
-    hashes and amounts stay on one line.
-    """
-    width = None if sys.stdout.isatty() else PIPE_WIDTH
-    return Console(markup=False, highlight=False, emoji=False, width=width)
-
-
-def print_fields(rows: list[tuple[str, str]]) -> None:
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold", no_wrap=True)
-    table.add_column(overflow="fold")
-    for name, value in rows:
-        table.add_row(name, value)
-    make_console().print(table)
-
-
-def drl(units: int) -> str:
-    return f"{format_drl(units)} DRL"
-
-
-def show(value: object) -> str:
-    """A value from a node answer as one printable line; missing values as ``-``."""
-    return "-" if value is None or value == "" else clean_text(str(value), 120)
-
-
-def show_drl(value: object) -> str:
-    try:
-        return format_drl(parse_units(value))
-    except InvalidAmount:
-        return show(value)
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
@@ -392,33 +347,8 @@ def balance(settings: Settings, addr: str | None, as_json: bool) -> None:
     account = settings.client().account(resolve_address(settings, addr))
     if as_json:
         emit_json(account_json(account))
-        return
-    print_fields(
-        [
-            ("address", account.address),
-            ("balance", drl(account.balance)),
-            ("royalties pending", drl(account.royalties_pending)),
-            ("nonce", f"{account.nonce} (next {account.next_nonce})"),
-            ("shares", str(account.shares)),
-            (
-                "licensed until",
-                f"height {account.licensed_until}" if account.licensed_until else "-",
-            ),
-        ]
-    )
-
-
-def account_json(account: AccountView) -> dict[str, Any]:
-    return {
-        "address": account.address,
-        **units_json("balance", account.balance),
-        **units_json("royalties_pending", account.royalties_pending),
-        **units_json("spendable", account.spendable),
-        "nonce": account.nonce,
-        "next_nonce": account.next_nonce,
-        "shares": str(account.shares),
-        "licensed_until": account.licensed_until,
-    }
+    else:
+        print_balance(account)
 
 
 @cli.command(cls=PaymentCommand)
@@ -540,23 +470,8 @@ def rewards(settings: Settings, addr: str | None, as_json: bool) -> None:
     summary = summarize_rewards(answer, account, total_shares)
     if as_json:
         emit_json(summary)
-        return
-    share = "unknown"
-    if total_shares:
-        share = format_ratio(account.shares * 100, total_shares, 4) + "%"
-    print_fields(
-        [
-            ("address", address),
-            ("blocks proposed", str(summary["blocks_proposed"])),
-            ("emission", drl(int(summary["emission"]))),
-            ("fees", drl(int(summary["fees"]))),
-            ("royalties received", drl(int(summary["royalties"]))),
-            ("royalties pending", drl(account.royalties_pending)),
-            ("shares", f"{account.shares}" + (f" of {total_shares}" if total_shares else "")),
-            ("contribution share", share),
-        ]
-    )
-    print_items(summary["items"], ["height", "block", "emission", "fees", "royalties"])
+    else:
+        print_rewards(address, summary, account, total_shares)
 
 
 @cli.command()
@@ -577,67 +492,9 @@ def history(
     pending = pending if isinstance(pending, list) else []
     cursor = answer.get("next") or None
     if as_json:
-        emit_json(
-            {
-                "address": address,
-                "pending": annotate_amounts(pending),
-                "items": annotate_amounts(items),
-                "next": cursor,
-            }
-        )
-        return
-    rows = [
-        history_row(address, {"height": "pending", **p}) for p in pending if isinstance(p, dict)
-    ]
-    rows += [history_row(address, item) for item in items if isinstance(item, dict)]
-    print_items(rows, ["height", "kind", "amount", "fee", "counterparty", "id"])
-    if cursor is not None:
-        click.echo(f"more: --before {show(cursor)}")
-
-
-def history_row(address: str, item: dict[str, Any]) -> dict[str, Any]:
-    """A history item for people: the other party of a transfer and one id column."""
-    row = dict(item)
-    row["kind"] = item.get("kind") or item.get("type")
-    sender, recipient = item.get("from"), item.get("to")
-    if recipient and sender == address:
-        row["counterparty"] = f"to {abbreviate(recipient)}"
-    elif sender and sender != address:
-        row["counterparty"] = f"from {abbreviate(sender)}"
-    identifier = item.get("txid") or item.get("block")
-    if identifier:
-        row["id"] = identifier
-    return row
-
-
-def print_items(items: list[Any], columns: list[str]) -> None:
-    """A table of node answer items; columns that no item has are left out."""
-    rows = [item for item in items if isinstance(item, dict)]
-    present = [c for c in columns if any(c in row for row in rows)]
-    if not rows or not present:
-        click.echo("no entries")
-        return
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in present:
-        table.add_column(column, justify="right" if column == "height" else "left", no_wrap=True)
-    for row in rows:
-        table.add_row(*(show_cell(column, row.get(column)) for column in present))
-    make_console().print(table)
-
-
-def show_cell(column: str, value: object) -> str:
-    if value is None:
-        return "-"
-    if column in AMOUNT_KEYS:
-        return show_drl(value)
-    if column in _ID_COLUMNS:
-        return abbreviate(show(value))
-    return show(value)
-
-
-def abbreviate(text: str) -> str:
-    """A long hash or address cut to its ends; JSON output always has the full value."""
-    return text if len(text) <= 24 else f"{text[:8]}...{text[-4:]}"
+        emit_json(history_json(address, pending, items, cursor))
+    else:
+        print_history(address, pending, items, cursor)
 
 
 # --- the model ----------------------------------------------------------------------------------
@@ -656,8 +513,8 @@ def model_info(settings: Settings, as_json: bool) -> None:
     answer = settings.client().model()
     if as_json:
         emit_json(annotate_amounts(answer))
-        return
-    print_fields([(str(k), show(v)) for k, v in answer.items() if not isinstance(v, dict | list)])
+    else:
+        print_model_info(answer)
 
 
 @model.command("download")

@@ -414,6 +414,30 @@ def test_send_refuses_a_bad_fee(keystore: Path, password_file: Path) -> None:
     assert_fails(result, 2, "fee '0.1e-3' is not a decimal number")
 
 
+@pytest.mark.parametrize("command", [("send", OTHER), ("access",)], ids=["send", "access"])
+@pytest.mark.parametrize(
+    ("payment", "match"),
+    [
+        (("-1",), "amount '-1' must be positive"),
+        (("-0.5",), "amount '-0.5' must be positive"),
+        (("1", "--fee", "-1"), "fee '-1' must not be negative"),
+        (("1", "--fee=-0.000000001"), "fee '-0.000000001' must not be negative"),
+    ],
+)
+def test_payment_refuses_a_negative_amount_or_fee(
+    node: StubNode, tmp_path: Path, command: tuple[str, ...], payment: tuple[str, ...], match: str
+) -> None:
+    """A negative amount or fee exits 2 with one line before any keystore or node is touched.
+
+    The keystore does not exist and no password is given: reading either would fail with
+    another message, and the node records every request it receives.
+    """
+    keystore = tmp_path / "wallet.json"
+    assert_fails(run(*command, *payment, keystore=keystore, node_url=node.url), 2, match)
+    assert node.paths == []
+    assert not keystore.exists()
+
+
 def test_bad_node_url_is_bad_input(keystore: Path) -> None:
     """A node URL that is not http(s) exits 2."""
     assert_fails(run("balance", keystore=keystore, node_url="ftp://x"), 2, "must look like")
