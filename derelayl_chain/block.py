@@ -8,7 +8,7 @@ the block. The body carries the transactions and the delta in safetensors bytes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from derelayl_chain import encoding
 from derelayl_chain.crypto import (
@@ -64,6 +64,8 @@ class BlockHeader:
     """32-byte public key of the proposer."""
     signature: bytes = b""
     """Proposer's signature over :meth:`signing_bytes`."""
+    _hash: bytes = field(default=b"", init=False, repr=False, compare=False)
+    """:attr:`hash`, computed once: a node asks for it many times per block."""
 
     def unsigned_item(self) -> list[Item]:
         return [
@@ -95,7 +97,9 @@ class BlockHeader:
     @property
     def hash(self) -> bytes:
         """The block's identity: hash of the signed header."""
-        return encoding.hash_domain(b"drl-header", self.encode())
+        if not self._hash:
+            object.__setattr__(self, "_hash", encoding.hash_domain(b"drl-header", self.encode()))
+        return self._hash
 
     def signed(self, key: KeyPair) -> BlockHeader:
         if key.public_key != self.proposer:
