@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from derelayl_chain import encoding
+from derelayl_chain._background_write import BackgroundWrite
 from derelayl_chain.block import (
     Block,
     BlockHeader,
@@ -177,7 +178,7 @@ class Chain:
         self._decoded: dict[bytes, tuple[Block, Weights]] = {}
         """Blocks accepted during the current import with their checked, decoded deltas: so
         connecting them neither reads them back nor decodes and hashes the delta again."""
-        self._pending: tuple[Block, _BackgroundWrite] | None = None
+        self._pending: tuple[Block, BackgroundWrite] | None = None
         """The block whose data is being written in the background, if any."""
         self._seq = 0
         self._open()
@@ -382,18 +383,32 @@ class Chain:
         context = self.parent_context(parent.hash)
         try:
             d_eff = check_header(block.header, context, self.genesis, self.clock())
-            delta = check_body(block, self.genesis)
         except InvalidBlock:
             self._remember_invalid(block_hash)
             raise
-        entry = IndexEntry(block.header, parent.work + block_work(d_eff), self._seq, STATUS_STORED)
+        # The delta (megabytes) is compressed while the body is checked, then written with the
+        # block's data while the block is validated; every later write waits for it (_settle),
+        # so the store sees the batches in order.
+        write = BackgroundWrite(self.store, block_hash, block.delta)
+        try:
+            try:
+                delta = check_body(block, self.genesis)
+            except InvalidBlock:
+                write.cancel()
+                self._remember_invalid(block_hash)
+                raise
+            entry = IndexEntry(
+                block.header, parent.work + block_work(d_eff), self._seq, STATUS_STORED
+            )
+            batch = WriteBatch()
+            self._put_block_data(batch, block, entry)
+            self._settle()
+        except BaseException:
+            write.cancel()
+            raise
+        write.commit(batch)
         self._seq += 1
-        batch = WriteBatch()
-        self._put_block_data(batch, block, entry)
-        # Compressing and writing the delta (megabytes) overlaps the validation that follows;
-        # every later write waits for it, so the store sees the batches in order.
-        self._settle()
-        self._pending = (block, _BackgroundWrite(self.store, batch, block))
+        self._pending = (block, write)
         self.index[block_hash] = entry
         self._decoded[block_hash] = (block, delta)
         return entry
@@ -413,7 +428,7 @@ class Chain:
             self._pending = None
 
     def _put_block_data(self, batch: WriteBatch, block: Block, entry: IndexEntry) -> None:
-        """Header, index entry and body; the delta is added by :class:`_BackgroundWrite`."""
+        """Header, index entry and body; the delta is added by :class:`BackgroundWrite`."""
         block_hash = block.hash
         batch.put(schema.header_key(block_hash), block.header.encode())
         batch.put(schema.block_index_key(block_hash), encode(entry.to_item()))
@@ -646,30 +661,6 @@ class Chain:
             height -= step
         hashes.append(self.genesis.hash)
         return hashes
-
-
-class _BackgroundWrite:
-    """A block's data batch: its delta compressed and the batch written on a helper thread.
-
-    zstd and LevelDB release the GIL, so this runs alongside the evaluation of the block.
-    """
-
-    def __init__(self, store: KeyValueStore, batch: WriteBatch, block: Block) -> None:
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(store, batch, block))
-        self._thread.start()
-
-    def _run(self, store: KeyValueStore, batch: WriteBatch, block: Block) -> None:
-        try:
-            batch.put(schema.delta_key(block.hash), compress(block.delta))
-            store.write(batch)
-        except BaseException as exc:  # handed to the importing thread by wait()
-            self.error = exc
-
-    def wait(self) -> None:
-        self._thread.join()
-        if self.error is not None:
-            raise self.error
 
 
 def _event_record(block: Block, event: LedgerEvent) -> bytes:

@@ -32,7 +32,7 @@ from derelayl_chain.genesis import ConsensusParams, GenesisConfig
 from derelayl_chain.learning.delta import decode_delta, delta_hash
 from derelayl_chain.learning.evaluate import Evaluation, evaluate
 from derelayl_chain.learning.model import weight_spec
-from derelayl_chain.learning.weights import apply_delta, model_hash
+from derelayl_chain.learning.weights import apply_delta, model_hash_in_background
 from derelayl_chain.state import (
     AccountReader,
     LedgerGlobals,
@@ -228,11 +228,15 @@ def check_ledger(
 def check_learning(
     header: BlockHeader, parent_weights: Weights, delta: Weights, genesis: GenesisConfig
 ) -> tuple[Weights, Evaluation]:
-    """Model hash and the evaluated loss against the claim (rules 6-7)."""
+    """Model hash and the evaluated loss against the claim (rules 6-7).
+
+    The hash is computed beside the evaluation; a wrong hash is still the error reported.
+    """
     weights = apply_delta(parent_weights, delta)
-    if model_hash(weights) != header.model_hash:
-        raise BlockCommitmentError("model hash does not match parent weights plus delta")
+    pending_hash = model_hash_in_background(weights)
     result = evaluate(genesis.task, weights)
+    if pending_hash.result() != header.model_hash:
+        raise BlockCommitmentError("model hash does not match parent weights plus delta")
     if abs(result.loss - header.claimed_loss) > genesis.params.loss_tolerance:
         raise BlockLossError(
             f"claimed loss {header.claimed_loss} but evaluation gives {result.loss} "

@@ -8,14 +8,17 @@ unpickled.
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import safetensors.torch
 import torch
 
+from derelayl_chain.encoding import bulk_hasher
 from derelayl_chain.exceptions import InvalidDelta
 from derelayl_chain.learning.model import Weights, WeightSpec
 
@@ -80,22 +83,55 @@ def _check_header(data: bytes, spec: WeightSpec, what: str) -> None:
         raise InvalidDelta(f"{what} has {available - position} stray data bytes after its tensors")
 
 
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """Where each tensor of a spec sits in its canonical safetensors bytes."""
+
+    prefix: bytes
+    """The 8-byte length and the header: identical for every canonical file of the spec."""
+    size: int
+    tensors: tuple[tuple[str, tuple[int, ...], int, int], ...]
+    """(name, shape, first element, end element) in the data section, as float32 indices."""
+
+
+@functools.lru_cache(maxsize=8)
+def _canonical_layout(spec_items: tuple[tuple[str, tuple[tuple[int, ...], str]], ...]) -> _Layout:
+    spec = dict(spec_items)
+    sample = encode_tensors({name: torch.zeros(shape) for name, (shape, _) in spec.items()})
+    header_len = int.from_bytes(sample[:8], "little")
+    header = json.loads(sample[8 : 8 + header_len])
+    tensors = tuple(
+        (name, spec[name][0], begin // 4, end // 4)
+        for name, (begin, end) in sorted(
+            ((name, tuple(header[name]["data_offsets"])) for name in spec),
+            key=lambda item: item[1],
+        )
+    )
+    return _Layout(sample[: 8 + header_len], len(sample), tensors)
+
+
 def decode_tensors(data: bytes, spec: WeightSpec, max_size: int, what: str = "delta") -> Weights:
-    """Parse untrusted safetensors bytes laid out exactly as ``spec``; raise InvalidDelta."""
+    """Parse untrusted safetensors bytes laid out exactly as ``spec``; raise InvalidDelta.
+
+    A canonical file of a spec has one possible header, so comparing that prefix and the total
+    length checks names, shapes, dtypes, offsets and form at once; the tensors are then views of
+    one copy of the data, never built by a general-purpose parser.
+    """
     if len(data) > max_size:
         raise InvalidDelta(f"{what} is {len(data)} bytes, over the limit of {max_size}")
-    _check_header(data, spec, what)
-    try:
-        tensors = safetensors.torch.load(bytes(data))
-    except Exception as exc:  # the library raises its own error types on malformed input
-        raise InvalidDelta(f"{what} is not valid safetensors: {exc}") from exc
-    if encode_tensors(tensors) != data:
+    layout = _canonical_layout(tuple(spec.items()))
+    if len(data) != layout.size or not data.startswith(layout.prefix):
+        _check_header(data, spec, what)  # a precise message when the layout itself is wrong
         raise InvalidDelta(f"{what} is not in canonical safetensors form")
-    for name, tensor in tensors.items():
-        # numpy's isfinite is an order of magnitude faster than torch's on large tensors.
-        if not bool(np.isfinite(tensor.numpy()).all()):
-            raise InvalidDelta(f"{what} tensor {name!r} contains NaN or infinite values")
-    return tensors
+    values = np.frombuffer(bytearray(data), dtype="<f4", offset=len(layout.prefix))
+    if not bool(np.isfinite(values).all()):
+        for name, _, begin, end in layout.tensors:
+            if not bool(np.isfinite(values[begin:end]).all()):
+                raise InvalidDelta(f"{what} tensor {name!r} contains NaN or infinite values")
+    return {
+        name: torch.from_numpy(values[begin:end].reshape(shape))
+        for name, shape, begin, end in layout.tensors
+    }
 
 
 def encode_weights(weights: Weights) -> bytes:
@@ -108,13 +144,25 @@ def decode_weights(data: bytes, spec: WeightSpec, max_size: int) -> Weights:
 
 def model_hash(weights: Weights) -> bytes:
     """Hash of names, dtypes, shapes and little-endian float32 bytes, in name order."""
-    hasher = hashlib.blake2b(digest_size=32, person=b"drl-model")
+    hasher = bulk_hasher(b"drl-model")
     for name in sorted(weights):
         tensor = weights[name].detach().to(torch.float32).contiguous()
         shape = ",".join(str(d) for d in tensor.shape)
         hasher.update(f"{name}\x00F32\x00{shape}\x00".encode())
-        hasher.update(tensor.numpy().astype("<f4", copy=False).data)
+        hasher.update(tensor.numpy().astype("<f4", copy=False).data.cast("B"))
     return hasher.digest()
+
+
+_MODEL_HASHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-hash")
+
+
+def model_hash_in_background(weights: Weights) -> Future[bytes]:
+    """:func:`model_hash` on a helper thread.
+
+    BLAKE3 releases the GIL, so a validator hashes the new weights while it evaluates them
+    instead of before.
+    """
+    return _MODEL_HASHER.submit(model_hash, weights)
 
 
 def apply_delta(weights: Weights, delta: Weights) -> Weights:

@@ -25,6 +25,9 @@ from derelayl_chain.storage.kv import KeyValueStore, WriteBatch, prefix_upper_bo
 
 LOCK_FILE_NAME = "node.lock"
 DATABASE_DIR_NAME = "chaindata"
+_WRITE_BUFFER_BYTES = 64 << 20
+"""Deltas are megabytes each: a small memtable would be flushed and compacted every block or
+two. Values are compressed before they are stored (zstd), so LevelDB's own Snappy is off."""
 
 
 class LevelDBStore(KeyValueStore):
@@ -38,7 +41,12 @@ class LevelDBStore(KeyValueStore):
             raise StorageError(f"cannot create data directory {self.path}: {exc}") from exc
         self._lock_fd: int | None = acquire_lock(self.path)
         try:
-            self._db: Any = plyvel.DB(str(self.path / DATABASE_DIR_NAME), create_if_missing=True)
+            self._db: Any = plyvel.DB(
+                str(self.path / DATABASE_DIR_NAME),
+                create_if_missing=True,
+                write_buffer_size=_WRITE_BUFFER_BYTES,
+                compression=None,
+            )
         except (plyvel.Error, OSError) as exc:
             release_lock(self._lock_fd)
             self._lock_fd = None

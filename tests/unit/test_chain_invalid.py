@@ -6,8 +6,10 @@ that the chain's tip and state root are unchanged and the block is remembered as
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import pickle
+import threading
 from dataclasses import dataclass, replace
 
 import pytest
@@ -42,6 +44,7 @@ from derelayl_chain.relay import (
     empty_candidate,
     train_candidate,
 )
+from derelayl_chain.storage import schema
 from derelayl_chain.transaction import make_transfer
 from tests.chainkit import Clock, make_genesis, new_chain, produce_block, shards
 
@@ -242,6 +245,24 @@ def test_wrong_transactions_root_is_rejected(setup: Setup) -> None:
 def test_wrong_delta_hash_is_rejected(setup: Setup) -> None:
     """A delta hash that does not match the body is invalid."""
     assert_rejected(setup, setup.build(delta_hash=bytes(32)), BlockCommitmentError)
+
+
+@pytest.mark.parametrize("flaw", ["delta hash", "NaN"])
+def test_block_with_a_bad_body_leaves_nothing_stored(setup: Setup, flaw: str) -> None:
+    """The delta is compressed while the body is checked; a block whose body fails has none of
+    its data written, and no writer thread outlives the import."""
+    if flaw == "NaN":
+        tensors = spec_tensors(setup)
+        tensors["2.weight"][1, 2] = float("nan")
+        block = setup.build(setup.with_delta(tensors))
+    else:
+        block = setup.build(delta_hash=bytes(32))
+    with contextlib.suppress(InvalidBlock):
+        setup.chain.submit_block(block)
+    store = setup.chain.store
+    assert store.get(schema.delta_key(block.hash)) is None
+    assert store.get(schema.header_key(block.hash)) is None
+    assert not [t for t in threading.enumerate() if t.name == "block-write"]
 
 
 def test_timestamp_not_after_median_time_past_is_rejected(setup: Setup) -> None:

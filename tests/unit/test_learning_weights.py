@@ -29,7 +29,7 @@ from derelayl_chain.learning.weights import (
 
 SPEC = weight_spec(DEFAULT_TASK)
 LIMIT = 1 << 20
-DEFAULT_INITIAL_HASH = "9da7250cb37622a4e487c73bc79ad5b4054e299d21b758b1d48dc0c6d4568a6c"
+DEFAULT_INITIAL_HASH = "4b0918f331831487db625bb8f4b81ca49d25667b194d91272a3c5d924eda1862"
 
 
 def random_weights(seed: int) -> Weights:
