@@ -2,10 +2,32 @@
 
 Everything a peer sends is untrusted. Each parser here reads at most a fixed number of bytes,
 accepts one exact shape and raises :class:`DecodeError` naming the first thing that is wrong,
-so the handlers in :mod:`derelayl_chain.p2p` never see a half-checked value. Binary payloads
-(blocks, transactions, header lists) use the canonical encoding; control messages are small
-JSON objects. The format is described in the docstring of :mod:`derelayl_chain.p2p` and in
-``docs/p2p.md``.
+so the handlers in :mod:`derelayl_chain.p2p` never see a half-checked value.
+
+Nodes talk plain HTTP to each other under ``/p2p/`` (``docs/p2p.md`` tells the whole story).
+Control messages are small JSON objects (at most 64 KiB); blocks, transactions and header
+lists travel as their canonical encoding (``application/octet-stream``). Every request names
+its sender's URL in the ``X-DRL-Peer`` header. Errors are ``{"error": {"code", "message"}}``
+with a 4xx status. The routes, served by :mod:`derelayl_chain.p2p`:
+
+``POST /p2p/hello``
+    ``{"url", "genesis": hex, "height": int, "node_id": hex}`` -> the same fields of the
+    answering node. ``409 genesis_mismatch`` for another network, ``409 self_connection`` when
+    a node reaches itself under another name.
+``POST /p2p/announce``
+    ``{"url", "height", "blocks": [hex, ...≤64], "txs": [hex, ...≤256]}`` -> ``202``
+    ``{"accepted": n}``; ``409 hello_required`` from a sender that never said hello. The
+    receiver fetches each hash it lacks, once, from the announcer.
+``GET /p2p/blocks/{hash}`` / ``GET /p2p/txs/{txid}``
+    The canonical bytes of a stored block or pending transaction, or ``404 not_found``.
+``GET /p2p/headers?locator=hex,hex,...&limit=N``
+    The canonical encoding of a list of up to ``N`` (≤ 500) header items: the answering node's
+    best chain after the first locator hash it has on that chain.
+``GET /p2p/peers``
+    ``{"peers": [url, ...≤64]}``: peers this node reached itself.
+
+Any route: ``400 bad_request`` for malformed input, ``413 payload_too_large``, ``403 banned``
+when the sender (``X-DRL-Peer`` or the body's ``url``) is banned.
 """
 
 from __future__ import annotations

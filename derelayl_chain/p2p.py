@@ -1,28 +1,9 @@
 """The peer network: gossip by hash, headers-first catch-up, peer exchange, bans.
 
-Nodes talk plain HTTP to each other under ``/p2p/``. Control messages are small JSON objects
-(at most 64 KiB); blocks, transactions and header lists travel as their canonical encoding
-(``application/octet-stream``). Every request names its sender's URL in the ``X-DRL-Peer``
-header. Errors are ``{"error": {"code", "message"}}`` with a 4xx status.
-
-``POST /p2p/hello``
-    ``{"url", "genesis": hex, "height": int, "node_id": hex}`` -> the same fields of the
-    answering node. ``409 genesis_mismatch`` for another network, ``409 self_connection`` when
-    a node reaches itself under another name.
-``POST /p2p/announce``
-    ``{"url", "height", "blocks": [hex, ...≤64], "txs": [hex, ...≤256]}`` -> ``202``
-    ``{"accepted": n}``; ``409 hello_required`` from a sender that never said hello. The
-    receiver fetches each hash it lacks, once, from the announcer.
-``GET /p2p/blocks/{hash}`` / ``GET /p2p/txs/{txid}``
-    The canonical bytes of a stored block or pending transaction, or ``404 not_found``.
-``GET /p2p/headers?locator=hex,hex,...&limit=N``
-    The canonical encoding of a list of up to ``N`` (≤ 500) header items: the answering node's
-    best chain after the first locator hash it has on that chain.
-``GET /p2p/peers``
-    ``{"peers": [url, ...≤64]}``: peers this node reached itself.
-
-Any route: ``400 bad_request`` for malformed input, ``413 payload_too_large``, ``403 banned``
-when the sender (``X-DRL-Peer`` or the body's ``url``) is banned.
+Nodes talk plain HTTP to each other under ``/p2p/``; the routes and message shapes are listed
+in :mod:`derelayl_chain._p2p_wire` and ``docs/p2p.md``. The peer table (health, misbehaviour
+points, bans) is :mod:`derelayl_chain._p2p_peers`; the memory of which hashes are being fetched
+or were offered is :mod:`derelayl_chain._p2p_fetches`.
 
 Only what was validated travels on: a block is announced after the chain stored or connected
 it, a transaction after the mempool accepted it, never back to the peer it came from. A peer
@@ -37,7 +18,6 @@ import contextlib
 import random
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -48,6 +28,17 @@ from aiohttp import web
 from structlog.typing import FilteringBoundLogger
 
 from derelayl_chain import _p2p_wire as wire
+from derelayl_chain._p2p_fetches import FetchTracker
+from derelayl_chain._p2p_peers import (
+    PENALTY_INVALID_BLOCK,
+    PENALTY_INVALID_TRANSACTION,
+    PENALTY_UNDECODABLE,
+    PENALTY_UNLINKED_HEADERS,
+    Peer,
+    PeerTable,
+    TableLimits,
+    seed_retry_delays,
+)
 from derelayl_chain._p2p_wire import (
     MAX_JSON_BYTES,
     PeerMisbehaved,
@@ -73,11 +64,6 @@ from derelayl_chain.transaction import MAX_TX_BYTES, Transaction, decode_transac
 
 if TYPE_CHECKING:
     from derelayl_chain.chain import ImportResult
-
-PENALTY_INVALID_BLOCK = 100
-PENALTY_INVALID_TRANSACTION = 20
-PENALTY_UNDECODABLE = 50
-PENALTY_UNLINKED_HEADERS = 50
 
 
 class ChainOps(Protocol):
@@ -115,6 +101,9 @@ class PeerPolicy:
     ban_seconds: float = 600.0
     exchange_interval_s: float = 30.0
     """How often peers are re-greeted (heights) and asked for their peers."""
+    seed_retry_s: float = 1.0
+    """First wait before greeting an unreached seed again; it doubles up to the exchange
+    interval."""
     sync_interval_s: float = 10.0
     greet_per_exchange: int = 4
     headers_per_request: int = wire.MAX_HEADERS
@@ -125,26 +114,6 @@ class PeerPolicy:
     max_background_tasks: int = 64
     max_banned: int = 256
     outbox_size: int = 1024
-
-
-@dataclass(slots=True)
-class Peer:
-    """What this node knows about one peer."""
-
-    url: str
-    seed: bool = False
-    height: int = 0
-    """Best height the peer reported."""
-    synced_height: int = -1
-    """Reported height a catch-up with this peer already went for."""
-    score: int = 0
-    """Misbehaviour points; a ban at the policy's threshold."""
-    failures: int = 0
-    """Consecutive failed requests (health, not misbehaviour)."""
-    last_seen: float = 0.0
-    greeted: bool = False
-    """A hello of ours was answered: the URL is reachable and on our network."""
-    banned_until: float = 0.0
 
 
 class PeerNetwork:
@@ -170,12 +139,17 @@ class PeerNetwork:
         except DecodeError as exc:
             raise ConfigError(f"bad peer address: {exc}") from exc
         self._node_id = secrets.token_bytes(wire.NODE_ID_SIZE)
-        self._peers: dict[str, Peer] = {}
-        self._aliases: set[str] = {self.self_url}
-        """URLs that turned out to reach this node."""
-        self._requested: OrderedDict[bytes, float] = OrderedDict()
-        self._in_flight: set[bytes] = set()
-        self._announced: OrderedDict[bytes, None] = OrderedDict()
+        limits = TableLimits(
+            max_peers=policy.max_peers,
+            max_failures=policy.max_failures,
+            ban_threshold=policy.ban_threshold,
+            ban_seconds=policy.ban_seconds,
+            max_banned=policy.max_banned,
+        )
+        self._table = PeerTable(limits, self.seeds, self.self_url)
+        self._greeting: set[str] = set()
+        """URLs a hello of ours is on its way to (one at a time per URL)."""
+        self._fetches = FetchTracker(policy.recent_capacity, policy.recent_seconds)
         self._outbox: asyncio.Queue[tuple[str, bytes, str | None]] = asyncio.Queue(
             policy.outbox_size
         )
@@ -194,22 +168,10 @@ class PeerNetwork:
         return self._syncing
 
     def peer_count(self) -> int:
-        return len(self._active_peers())
+        return len(self._table.active_peers(self.clock()))
 
     def peers_summary(self) -> list[dict[str, object]]:
-        self._expire_bans()
-        return [
-            {
-                "url": peer.url,
-                "height": peer.height,
-                "score": peer.score,
-                "banned_until": _ms(peer.banned_until),
-                "last_seen": _ms(peer.last_seen),
-                "seed": peer.seed,
-                "failures": peer.failures,
-            }
-            for peer in self._peers.values()
-        ]
+        return self._table.summary(self.clock())
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -233,7 +195,7 @@ class PeerNetwork:
             headers={wire.PEER_HEADER: self.self_url},
             connector=aiohttp.TCPConnector(limit=self.policy.max_concurrent_requests),
         )
-        for loop in (self._exchange_loop, self._sync_loop, self._gossip_loop):
+        for loop in (self._seed_loop, self._exchange_loop, self._sync_loop, self._gossip_loop):
             self._loops.append(asyncio.create_task(loop()))
 
     async def stop(self) -> None:
@@ -250,57 +212,23 @@ class PeerNetwork:
 
     async def announce_block(self, block_hash: bytes, *, exclude: str | None = None) -> None:
         """Offer a validated block to every peer except ``exclude`` (its source)."""
-        self._queue_announcement("block", block_hash, exclude)
+        self._queue_announcement("block", block_hash, exclude, again=True)
 
     async def announce_transaction(self, txid: bytes, *, exclude: str | None = None) -> None:
-        """Offer an accepted transaction to every peer except ``exclude``."""
-        self._queue_announcement("tx", txid, exclude)
+        """Offer an accepted transaction to every peer except ``exclude``, even one offered
+        before: a reorganisation returns transactions that the winning branch never saw."""
+        self._queue_announcement("tx", txid, exclude, again=True)
 
     # --- peer table ------------------------------------------------------------------------
 
-    def _expire_bans(self) -> None:
-        now = self.clock()
-        for peer in list(self._peers.values()):
-            if peer.banned_until and peer.banned_until <= now:
-                del self._peers[peer.url]
-
-    def _active_peers(self) -> list[Peer]:
-        self._expire_bans()
-        return [peer for peer in self._peers.values() if not peer.banned_until]
-
-    def _is_banned(self, url: str) -> bool:
-        self._expire_bans()
-        peer = self._peers.get(url)
-        return peer is not None and bool(peer.banned_until)
-
-    def _admit(self, url: str, *, seed: bool = False) -> tuple[Peer | None, bool]:
-        """The peer record for ``url`` and whether it is new; None for self, banned or full."""
-        if url in self._aliases or self._is_banned(url):
-            return None, False
-        peer = self._peers.get(url)
-        if peer is not None:
-            return peer, False
-        if len(self._active_peers()) >= self.policy.max_peers:
-            return None, False
-        peer = Peer(url, seed=seed or url in self.seeds)
-        self._peers[url] = peer
-        return peer, True
-
     def _forget(self, peer: Peer, reason: str) -> None:
-        if not peer.banned_until and self._peers.get(peer.url) is peer:
-            del self._peers[peer.url]
+        if self._table.forget(peer):
             self.log.info("peer_dropped", peer=peer.url, reason=reason)
 
     def _penalise(self, peer: Peer, points: int, reason: str) -> None:
-        peer.score += points
         self.log.warning("peer_misbehaved", peer=peer.url, points=points, reason=reason)
-        if peer.score < self.policy.ban_threshold or peer.banned_until:
-            return
-        peer.banned_until = self.clock() + self.policy.ban_seconds
-        self.log.warning("peer_banned", peer=peer.url, score=peer.score)
-        banned = sorted((p for p in self._peers.values() if p.banned_until), key=_ban_end)
-        for old in banned[: max(0, len(banned) - self.policy.max_banned)]:
-            del self._peers[old.url]
+        if self._table.penalise(peer, points, self.clock()):
+            self.log.warning("peer_banned", peer=peer.url, score=peer.score)
 
     def _note_height(self, peer: Peer, height: int) -> None:
         """Record a reported height; wake the catch-up when it is more than one block ahead."""
@@ -316,7 +244,7 @@ class PeerNetwork:
     # --- inbound ---------------------------------------------------------------------------
 
     def _refuse_banned(self, url: str) -> None:
-        if self._is_banned(url):
+        if self._table.is_banned(url, self.clock()):
             raise PeerRequestRefused(403, "banned", f"peer {url} is banned")
 
     def _hello(self) -> wire.Hello:
@@ -332,12 +260,12 @@ class PeerNetwork:
                 409, "genesis_mismatch", f"genesis {hello.genesis.hex()} is not this network's"
             )
         if hello.node_id == self._node_id:
-            self._aliases.add(hello.url)
+            self._table.note_own_url(hello.url)
             raise PeerRequestRefused(409, "self_connection", "hello from this node to itself")
-        peer, new = self._admit(hello.url)
+        peer, _ = self._table.admit(hello.url, self.clock())
         if peer is not None:
             self._note_height(peer, hello.height)
-            if new:
+            if not peer.greeted:  # new, or not reached before: it is up now, prove its URL
                 self._spawn(peer, self._greet(peer))
         return web.json_response(self._hello().to_json())
 
@@ -346,7 +274,7 @@ class PeerNetwork:
         self._refuse_banned(announcement.url)
         if self._session is None:
             raise PeerRequestRefused(503, "not_running", "the peer network is not running")
-        peer = self._peers.get(announcement.url)
+        peer = self._table.get(announcement.url)
         if peer is None:
             raise PeerRequestRefused(409, "hello_required", f"say hello first, {announcement.url}")
         accepted = 0
@@ -380,31 +308,14 @@ class PeerNetwork:
         return wire.binary_response(wire.encode_headers(headers[:limit]))
 
     async def _handle_peers(self, request: web.Request) -> web.StreamResponse:
-        good = [peer.url for peer in self._active_peers() if peer.greeted and not peer.failures]
+        good = self._table.reachable_urls(self.clock())
         return web.json_response({"peers": good[: wire.MAX_PEER_LIST]})
 
     # --- background work -------------------------------------------------------------------
 
     def _claim(self, item_hash: bytes, known: bool, *, again: bool = False) -> bool:
-        """Whether to fetch ``item_hash`` now: not known, not in flight, and (unless ``again``)
-        not requested in the last while. A claim is always :meth:`_settle`-d."""
-        now = self.clock()
-        claimed_at = self._requested.get(item_hash)
-        recent = claimed_at is not None and now - claimed_at < self.policy.recent_seconds
-        if known or item_hash in self._in_flight or (recent and not again):
-            return False
-        self._in_flight.add(item_hash)
-        self._requested[item_hash] = now
-        self._requested.move_to_end(item_hash)
-        while len(self._requested) > self.policy.recent_capacity:
-            self._requested.popitem(last=False)
-        return True
-
-    def _settle(self, item_hash: bytes, *, retry: bool) -> None:
-        """End a claim; with ``retry`` the next announcement of the hash may fetch it again."""
-        self._in_flight.discard(item_hash)
-        if retry:
-            self._requested.pop(item_hash, None)
+        """Whether to fetch ``item_hash`` now (never when ``known``); see :class:`FetchTracker`."""
+        return not known and self._fetches.claim(item_hash, self.clock(), again=again)
 
     def _spawn(
         self, peer: Peer, work: Coroutine[Any, Any, None], claimed: bytes | None = None
@@ -413,7 +324,7 @@ class PeerNetwork:
         if len(self._tasks) >= self.policy.max_background_tasks or self._session is None:
             work.close()
             if claimed is not None:
-                self._settle(claimed, retry=True)
+                self._fetches.settle(claimed, retry=True)
             return False
         task = asyncio.create_task(self._with_peer(peer, work))
         self._tasks.add(task)
@@ -457,28 +368,37 @@ class PeerNetwork:
                     self.policy.retries, self.policy.retry_delay_s,
                 )  # fmt: skip
         except PeerUnreachable:
-            peer.failures += 1
-            if peer.failures >= self.policy.max_failures:
-                self._forget(peer, "unreachable")
+            if self._table.record_failure(peer):
+                self.log.info("peer_dropped", peer=peer.url, reason="unreachable")
             raise
-        peer.failures, peer.last_seen = 0, self.clock()
+        self._table.record_success(peer, self.clock())
         return answer
 
     async def _greet(self, peer: Peer) -> None:
-        """Exchange hellos: proves the URL reachable and on our network, learns its height."""
+        """Exchange hellos: proves the URL reachable and on our network, learns its height.
+        A hello already on its way to the URL makes this one unnecessary."""
+        if peer.url in self._greeting:
+            return
+        self._greeting.add(peer.url)
+        try:
+            await self._exchange_hellos(peer)
+        finally:
+            self._greeting.discard(peer.url)
+
+    async def _exchange_hellos(self, peer: Peer) -> None:
         status, data = await self._request(
             peer, "POST", "/p2p/hello", MAX_JSON_BYTES, body=self._hello().to_json()
         )
         if status in (403, 409):
             if wire.error_code(data) == "self_connection":
-                self._aliases.add(peer.url)
+                self._table.note_own_url(peer.url)
             self._forget(peer, f"refused our hello with status {status}")
             return
         if status != 200:
             raise PeerUnreachable(f"hello to {peer.url} answered with status {status}")
         reply = wire.parse_hello(wire.parse_json_object(data))
         if reply.node_id == self._node_id:
-            self._aliases.add(peer.url)
+            self._table.note_own_url(peer.url)
             self._forget(peer, "it is this node")
         elif reply.genesis != self.ops.genesis_hash:
             self._forget(peer, "another network")
@@ -519,7 +439,7 @@ class PeerNetwork:
         try:
             status = await self._import_block(peer, await self._fetch_block(peer, block_hash))
         finally:
-            self._settle(block_hash, retry=status in ("failed", "future"))
+            self._fetches.settle(block_hash, retry=status in ("failed", "future"))
         if status in ("connected", "stored"):
             self._queue_announcement("block", block_hash, peer.url)
 
@@ -529,7 +449,7 @@ class PeerNetwork:
         try:
             accepted = await self._import_transaction(peer, txid)
         finally:
-            self._settle(txid, retry=not accepted)
+            self._fetches.settle(txid, retry=not accepted)
         if accepted:
             self._queue_announcement("tx", txid, peer.url)
 
@@ -569,7 +489,7 @@ class PeerNetwork:
 
     def _next_sync_peer(self) -> Peer | None:
         """A peer that asked for a catch-up, else the highest one ahead of us not yet tried."""
-        active = {peer.url: peer for peer in self._active_peers() if peer.greeted}
+        active = {peer.url: peer for peer in self._table.greeted_peers(self.clock())}
         while self._sync_requests:
             peer = active.get(self._sync_requests.pop(0))
             if peer is not None:
@@ -583,7 +503,7 @@ class PeerNetwork:
         start_tip = self.ops.tip_height()
         locator = self.ops.locator()
         limit = self.policy.headers_per_request
-        while self._peers.get(peer.url) is peer and not peer.banned_until:
+        while self._table.get(peer.url) is peer and not peer.banned_until:
             headers = await self._fetch_headers(peer, locator, limit)
             if not headers:
                 break
@@ -637,16 +557,16 @@ class PeerNetwork:
                         return
             finally:
                 for block_hash in claimed:
-                    self._settle(block_hash, retry=not self.ops.has_block(block_hash))
+                    self._fetches.settle(block_hash, retry=not self.ops.has_block(block_hash))
 
     # --- gossip and peer exchange ----------------------------------------------------------
 
-    def _queue_announcement(self, kind: str, item_hash: bytes, exclude: str | None) -> None:
-        if item_hash in self._announced:
+    def _queue_announcement(
+        self, kind: str, item_hash: bytes, exclude: str | None, *, again: bool = False
+    ) -> None:
+        """Queue an offer of a hash to the peers; one relayed before only ``again``."""
+        if not self._fetches.first_offer(item_hash, again=again):
             return
-        self._announced[item_hash] = None
-        while len(self._announced) > self.policy.recent_capacity:
-            self._announced.popitem(last=False)
         try:
             self._outbox.put_nowait((kind, item_hash, exclude))
         except asyncio.QueueFull:
@@ -658,10 +578,10 @@ class PeerNetwork:
             while not self._outbox.empty() and len(batch) < wire.MAX_ANNOUNCE_BLOCKS:
                 batch.append(self._outbox.get_nowait())
             sends = []
-            for peer in self._active_peers():
+            for peer in self._table.greeted_peers(self.clock()):
                 blocks = [h for kind, h, ex in batch if kind == "block" and ex != peer.url]
                 txs = [h for kind, h, ex in batch if kind == "tx" and ex != peer.url]
-                if peer.greeted and (blocks or txs):
+                if blocks or txs:
                     sends.append(self._with_peer(peer, self._send_announcement(peer, blocks, txs)))
             await asyncio.gather(*sends)
 
@@ -676,17 +596,28 @@ class PeerNetwork:
             peer.greeted = False
             self._spawn(peer, self._greet(peer))
 
-    async def _exchange_loop(self) -> None:
-        """Greet seeds and known peers, then learn new peers from a few of them."""
+    async def _seed_loop(self) -> None:
+        """Greet the seeds not greeted yet: at once, then after 1, 2, 4, ... seconds up to the
+        exchange interval (nodes of a devnet start together: a seed may still be starting)."""
+        interval = self.policy.exchange_interval_s
+        delays = seed_retry_delays(self.policy.seed_retry_s, interval)
         while True:
-            for url in self.seeds:
-                if url not in self._peers:
-                    peer, _ = self._admit(url, seed=True)
-                    if peer is not None:
-                        self._spawn(peer, self._greet(peer))
-            known = [peer for peer in self._active_peers() if peer.greeted]
+            seeds = self._table.ungreeted_seeds(self.clock())
+            await asyncio.gather(*(self._with_peer(p, self._greet(p)) for p in seeds))
+            if self._table.ungreeted_seeds(self.clock()):
+                await asyncio.sleep(next(delays))
+            else:
+                delays = seed_retry_delays(self.policy.seed_retry_s, interval)
+                await asyncio.sleep(interval)
+
+    async def _exchange_loop(self) -> None:
+        """Greet every peer again (heights; one never reached is forgotten after a few
+        tries), then learn new peers from a few of the reachable ones."""
+        while True:
+            known = self._table.active_peers(self.clock())
             await asyncio.gather(*(self._with_peer(p, self._greet(p)) for p in known))
-            sample = random.sample(known, min(3, len(known)))
+            reachable = self._table.greeted_peers(self.clock())
+            sample = random.sample(reachable, min(3, len(reachable)))
             await asyncio.gather(*(self._with_peer(p, self._learn_peers(p)) for p in sample))
             await asyncio.sleep(self.policy.exchange_interval_s)
 
@@ -696,15 +627,7 @@ class PeerNetwork:
             raise PeerUnreachable(f"peers from {peer.url}: status {status}")
         budget = self.policy.greet_per_exchange
         for url in wire.parse_peer_list(wire.parse_json_object(data)):
-            new_peer, new = self._admit(url) if budget else (None, False)
+            new_peer, new = self._table.admit(url, self.clock()) if budget else (None, False)
             if new_peer is not None and new:
                 budget -= 1
                 self._spawn(new_peer, self._greet(new_peer))
-
-
-def _ms(seconds: float) -> int | None:
-    return int(seconds * 1000) if seconds else None
-
-
-def _ban_end(peer: Peer) -> float:
-    return peer.banned_until

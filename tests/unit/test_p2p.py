@@ -227,8 +227,14 @@ async def spawn(testnet: SharedChain) -> AsyncIterator[Spawn]:
     """Start nodes on loopback; everything is stopped and closed after the test."""
     nodes: list[Node] = []
 
-    async def start(height: int = 0, seeds: Sequence[str] = (), policy: PeerPolicy = FAST) -> Node:
-        sock = free_socket()
+    async def start(
+        height: int = 0,
+        seeds: Sequence[str] = (),
+        policy: PeerPolicy = FAST,
+        sock: socket.socket | None = None,
+    ) -> Node:
+        """A node at ``height``; on ``sock`` if given (a port reserved before, e.g. as a seed)."""
+        sock = sock or free_socket()
         host, port = sock.getsockname()
         ops = ChainNode(testnet.chain(height))
         log = structlog.get_logger().bind(node=port)
@@ -257,8 +263,15 @@ class RawPeer:
         self.announced: list[dict[str, Any]] = []
         self.hits: Counter[str] = Counter()
         self.sock = free_socket()
+        """Bound at once, listening only after :meth:`listen`: until then it refuses."""
         host, port = self.sock.getsockname()
         self.url = f"http://{host}:{port}"
+        self.runner: web.AppRunner | None = None
+
+    async def listen(self) -> None:
+        """Start answering on the peer's port."""
+        server = await serve(self.routes(), self.sock)
+        self.hits, self.runner = server.hits, server.runner
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -291,19 +304,22 @@ class RawPeer:
 
 
 @pytest.fixture
-async def raw_peers() -> AsyncIterator[Callable[[bytes, int], Awaitable[RawPeer]]]:
-    runners: list[web.AppRunner] = []
+async def raw_peers() -> AsyncIterator[Callable[..., Awaitable[RawPeer]]]:
+    """``raw_peers(genesis_hash, height, listening=True)``; all stopped after the test."""
+    peers: list[RawPeer] = []
 
-    async def start(genesis_hash: bytes, height: int) -> RawPeer:
+    async def start(genesis_hash: bytes, height: int, *, listening: bool = True) -> RawPeer:
         peer = RawPeer(genesis_hash, height)
-        server = await serve(peer.routes(), peer.sock)
-        peer.hits = server.hits
-        runners.append(server.runner)
+        peers.append(peer)
+        if listening:
+            await peer.listen()
         return peer
 
     yield start
-    for runner in runners:
-        await runner.cleanup()
+    for peer in peers:
+        if peer.runner is not None:
+            await peer.runner.cleanup()
+        peer.sock.close()
 
 
 async def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
@@ -549,6 +565,94 @@ async def test_peer_exchange_learns_a_third_peer(spawn: Spawn) -> None:
     await wait_until(lambda: peer_state(b, c.url).get("last_seen") is not None, "B greeted C")
     await wait_until(lambda: peer_state(c, b.url).get("last_seen") is not None, "C greeted B")
     assert a.server.hits["GET /p2p/peers"] >= 1
+
+
+# --- peers that are not up yet, or not any more --------------------------------------------------
+
+SLOW_EXCHANGE = dataclasses.replace(FAST, exchange_interval_s=30.0, seed_retry_s=0.05)
+"""Seeds retried quickly, everything else only every 30 s (longer than any test waits)."""
+
+
+def failed_once(node: Node, url: str) -> Callable[[], bool]:
+    return lambda: int(peer_state(node, url).get("failures") or 0) >= 1
+
+
+async def test_seed_that_comes_up_late_is_greeted_and_synced_from(spawn: Spawn) -> None:
+    """A seed that refused the first hello (not started yet) is greeted again once it is up,
+    though it never says hello itself: the node then catches up with its chain."""
+    reserved = free_socket()
+    host, port = reserved.getsockname()
+    b = await spawn(seeds=[f"http://{host}:{port}"], policy=SLOW_EXCHANGE)
+    await wait_until(failed_once(b, f"http://{host}:{port}"), "B failed to reach the seed")
+    a = await spawn(height=2, sock=reserved)
+    await wait_until(lambda: peer_state(b, a.url).get("last_seen") is not None, "B greeted A")
+    await wait_until(lambda: b.tip == a.tip, "B caught up with A")
+    assert peer_state(b, a.url)["failures"] == 0
+
+
+async def test_seed_forgotten_as_unreachable_is_still_retried_soon(
+    spawn: Spawn, raw_peers: Any, testnet: SharedChain
+) -> None:
+    """A seed forgotten after too many failed hellos is admitted and greeted again on the
+    seed schedule, not only at the next peer exchange."""
+    seed = await raw_peers(testnet.genesis.hash, 0, listening=False)
+    policy = dataclasses.replace(SLOW_EXCHANGE, max_failures=2)
+    with structlog.testing.capture_logs() as logs:
+        b = await spawn(seeds=[seed.url], policy=policy)
+        dropped = {"event": "peer_dropped", "peer": seed.url, "reason": "unreachable"}
+        await wait_until(lambda: any(dropped.items() <= e.items() for e in logs), "seed dropped")
+    await seed.listen()
+    await wait_until(
+        lambda: peer_state(b, seed.url).get("last_seen") is not None, "B greeted the seed", 10.0
+    )
+
+
+async def test_known_peer_saying_hello_is_greeted_back_at_once(
+    spawn: Spawn, raw_peers: Any, testnet: SharedChain
+) -> None:
+    """A hello from a peer whose URL did not answer before proves it is up: it is greeted
+    back at once, not at the next retry."""
+    seed = await raw_peers(testnet.genesis.hash, 0, listening=False)
+    b = await spawn(seeds=[seed.url], policy=dataclasses.replace(SLOW_EXCHANGE, seed_retry_s=30.0))
+    await wait_until(failed_once(b, seed.url), "B failed to reach the seed")
+    await seed.listen()
+    assert peer_state(b, seed.url)["last_seen"] is None
+    await introduce(seed, b)
+    assert seed.hits["POST /p2p/hello"] == 1
+
+
+async def test_unreachable_learnt_peer_is_forgotten(spawn: Spawn, testnet: SharedChain) -> None:
+    """A peer admitted on its hello whose URL never answers is tried again at each exchange
+    and forgotten after the allowed failures, freeing its place in the table."""
+    b = await spawn()
+    dead = free_socket()
+    host, port = dead.getsockname()
+    url = f"http://{host}:{port}"
+    status, _ = await post_json(b.url + "/p2p/hello", hello_doc(testnet.genesis.hash, url=url))
+    assert status == 200
+    assert peer_state(b, url)["last_seen"] is None
+    await wait_until(lambda: peer_state(b, url) == {}, "B forgot the dead peer")
+    dead.close()
+
+
+async def test_transaction_announced_again_is_offered_again(
+    spawn: Spawn, raw_peers: Any, testnet: SharedChain
+) -> None:
+    """A transaction the node announces a second time (a reorganisation returned it to the
+    mempool) is offered to the peers again, not swallowed as already announced."""
+    a = await spawn()
+    watcher = await raw_peers(testnet.genesis.hash, 0)
+    await introduce(watcher, a)
+    tx = make_transfer(FUNDED, testnet.genesis.chain_id, 0, MINER.account, 5, 10_000)
+    await a.ops.submit_transaction(tx)
+
+    def offers() -> int:
+        return sum(tx.txid.hex() in message["txs"] for message in watcher.announced)
+
+    await a.net.announce_transaction(tx.txid)
+    await wait_until(lambda: offers() == 1, "the first offer")
+    await a.net.announce_transaction(tx.txid)
+    await wait_until(lambda: offers() == 2, "the second offer")
 
 
 # --- misbehaviour --------------------------------------------------------------------------------
