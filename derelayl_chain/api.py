@@ -251,34 +251,44 @@ async def get_status(request: web.Request) -> web.Response:
     )
 
 
-def _page(items: list[dict[str, Any]], start: int, limit: int, tip: int) -> dict[str, Any]:
+def canonical_page(
+    request: web.Request, render_entry: Callable[[IndexEntry], dict[str, Any]]
+) -> dict[str, Any]:
+    """One page of the best chain, oldest first, as asked by ``limit`` and ``from``: each
+    block rendered by ``render_entry``, and ``next``, the ``from`` of the following page (None
+    on the last one)."""
+    node = request.app[NODE]
+    limit = parse_limit(request)
+    tip = node.chain.tip.height
+    start = parse_from(request, tip, limit)
+    items = [render_entry(entry) for entry in render.canonical_entries(node, start, limit)]
     following = start + limit
     return {"items": items, "next": following if following <= tip and items else None}
 
 
 async def list_blocks(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    limit = parse_limit(request)
-    tip = node.chain.tip.height
-    start = parse_from(request, tip, limit)
-    items = []
-    for entry in render.canonical_entries(node, start, limit):
-        summary = render.block_summary(node, entry)
-        summary["txs"] = render.count_transactions(node, entry)
-        items.append(summary)
-    return web.json_response(_page(items, start, limit, tip))
+
+    def summary(entry: IndexEntry) -> dict[str, Any]:
+        return {**render.block_summary(node, entry), "txs": render.count_transactions(node, entry)}
+
+    return web.json_response(canonical_page(request, summary))
 
 
 def _find_entry(node: Node, ident: str) -> IndexEntry:
-    """A block by height (canonical) or by hash (any stored block)."""
-    if ident.isdigit():
-        block_hash = node.chain.hash_at(parse_uint(ident, "height"))
-        if block_hash is None:
-            raise NotFound(f"no block at height {ident}")
-        return node.chain.entry(block_hash)
-    if len(ident) != 2 * HASH_SIZE:
+    """A block by hash (any stored block) or by height (the best chain's block there).
+
+    64 characters always mean a hash, even when every one of them is a decimal digit: no
+    height is that long, and about one hash in 10^13 is written with digits 0-9 only.
+    """
+    if len(ident) == 2 * HASH_SIZE:
+        return node.chain.entry(parse_hex(ident, "block hash", HASH_SIZE))
+    if not ident.isdigit():
         raise InvalidRequest(f"{ident[:80]!r} is neither a height nor a 64-digit block hash")
-    return node.chain.entry(parse_hex(ident, "block hash", HASH_SIZE))
+    block_hash = node.chain.hash_at(parse_uint(ident, "height"))
+    if block_hash is None:
+        raise NotFound(f"no block at height {ident}")
+    return node.chain.entry(block_hash)
 
 
 async def get_block(request: web.Request) -> web.Response:
@@ -388,24 +398,20 @@ async def get_model(request: web.Request) -> web.Response:
 
 async def get_model_history(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    limit = parse_limit(request)
-    tip = node.chain.tip.height
-    start = parse_from(request, tip, limit)
-    items = []
-    for entry in render.canonical_entries(node, start, limit):
+
+    def model_step(entry: IndexEntry) -> dict[str, Any]:
         header = entry.header
         improvement = render.improvement_of(node, header)
-        items.append(
-            {
-                "height": header.height,
-                "hash": header.hash.hex(),
-                **render.model_fields(entry, True),
-                "improvement": render.fixed(improvement),
-                "improvement_fixed": improvement,
-                "proposer": render.proposer_address(header),
-            }
-        )
-    return web.json_response(_page(items, start, limit, tip))
+        return {
+            "height": header.height,
+            "hash": header.hash.hex(),
+            **render.model_fields(entry, True),
+            "improvement": render.fixed(improvement),
+            "improvement_fixed": improvement,
+            "proposer": render.proposer_address(header),
+        }
+
+    return web.json_response(canonical_page(request, model_step))
 
 
 async def get_model_weights(request: web.Request) -> web.StreamResponse:

@@ -174,6 +174,27 @@ async def test_unknown_or_malformed_block(client: Client, ident: str, status: in
     await assert_error(await client.get(f"/blocks/{ident}"), status)
 
 
+@pytest.mark.parametrize("ident", ["1" * 64, "0" * 64, "9876543210" * 6 + "0123"])
+async def test_block_id_of_64_decimal_digits_is_a_hash(client: Client, ident: str) -> None:
+    """64 characters are a block hash even when all are decimal digits: looked up by hash
+    (404 for an unknown one), never read as a height (which would be a 400, too long)."""
+    error = await assert_error(await client.get(f"/blocks/{ident}"), 404, "not_found")
+    assert ident in error["message"] and "height" not in error["message"]
+
+
+@pytest.mark.parametrize("query", ["", "?from=0", "?from=0&limit=2", "?from=1&limit=1", "?from=9"])
+async def test_blocks_and_model_history_page_alike(client: Client, node: Node, query: str) -> None:
+    """/blocks and /model/history page through the best chain the same way (heights, next)."""
+    await mine(node)
+    await mine(node)
+    blocks = await get_json(client, f"/blocks{query}")
+    history = await get_json(client, f"/model/history{query}")
+    assert [item["height"] for item in blocks["items"]] == [
+        item["height"] for item in history["items"]
+    ]
+    assert blocks["next"] == history["next"]
+
+
 # --- transactions --------------------------------------------------------------------------
 
 
