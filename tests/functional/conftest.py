@@ -8,12 +8,16 @@ from typing import Any
 
 import pytest
 
-from tests.functional.framework import TestNode
+from tests.functional.framework import TestNode, stop_nodes
 
 
 @pytest.fixture
 def make_node(tmp_path: Path) -> Iterator[Callable[..., TestNode]]:
-    """``make_node(**options)`` creates (not starts) a node; all are stopped at teardown."""
+    """``make_node(**options)`` creates (not starts) a node; all are stopped at teardown.
+
+    Teardown stops every node at once (SIGTERM, then SIGKILL after the timeout) whether the
+    test passed or not, and prints the end of each node's log: pytest shows it on failure.
+    """
     nodes: list[TestNode] = []
 
     def factory(**options: Any) -> TestNode:
@@ -22,5 +26,6 @@ def make_node(tmp_path: Path) -> Iterator[Callable[..., TestNode]]:
         return node
 
     yield factory
+    stop_nodes(nodes)
     for node in nodes:
-        node.stop()
+        print(f"--- {node} log {node.log_path} (end) ---\n{node.log_tail(15)}")

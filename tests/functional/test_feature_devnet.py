@@ -1,31 +1,35 @@
-"""``derelayl-miner devnet``: runs to a target height, or stops cleanly on Ctrl-C."""
+"""``derelayl-miner devnet``: runs to a target height, stops cleanly on Ctrl-C, fails loudly."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
-import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.functional.framework import ROOT, clean_env, free_port, scaled, wait_for
 
-pytestmark = [pytest.mark.functional, pytest.mark.slow]
+pytestmark = pytest.mark.functional
 
 
-def devnet_command(tmp_path: Path, *args: str) -> list[str]:
-    base = free_port()
-    return [
-        sys.executable, "-m", "miner", "devnet", "--miners", "2",
-        "--base-port", str(base), "--data-dir", str(tmp_path / "devnet"), *args,
-    ]  # fmt: skip
+def consecutive_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports (the devnet uses base, base+1, ...)."""
+    for _ in range(50):
+        ports = [free_port() for _ in range(count)]
+        if ports == list(range(ports[0], ports[0] + count)):
+            return ports[0]
+    raise AssertionError("no run of consecutive free ports")
 
 
-def miner_pids(tmp_path: Path) -> list[int]:
-    """Processes whose command line names this test's devnet directory."""
+def miner_pids(directory: Path) -> list[int]:
+    """Processes whose command line names a miner of the devnet in ``directory``."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -33,42 +37,112 @@ def miner_pids(tmp_path: Path) -> list[int]:
                 cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if str(tmp_path / "devnet").encode() in cmdline and b"start" in cmdline:
+            if str(directory).encode() in cmdline and b"\0start\0" in cmdline:
                 found.append(int(entry.name))
     return found
 
 
-def test_devnet_stops_at_target_height_with_summary(tmp_path: Path) -> None:
-    """--blocks 5 runs two miners to height 5, prints a summary and exits 0."""
-    result = subprocess.run(
-        devnet_command(tmp_path, "--blocks", "5"),
-        capture_output=True, text=True, timeout=scaled(180), cwd=ROOT, env=clean_env(),
-        check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert "devnet summary" in result.stdout
-    assert "Traceback" not in result.stderr
-    assert miner_pids(tmp_path) == []
-    for index in (0, 1):
-        assert (tmp_path / "devnet" / f"miner-{index}" / "node.log").stat().st_size > 0
-
-
-def test_devnet_ctrl_c_stops_every_miner(tmp_path: Path) -> None:
-    """SIGINT stops both miner processes and the devnet exits 0."""
-    process = subprocess.Popen(
-        devnet_command(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
-        env=clean_env(),
-    )  # fmt: skip
+def answers(port: int) -> bool:
     try:
-        wait_for(lambda: len(miner_pids(tmp_path)) == 2, 60, "both miners to start")
-        time.sleep(3)
-        process.send_signal(signal.SIGINT)
-        code = process.wait(timeout=scaled(60))
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=2) as response:
+            return bool(json.loads(response.read())["head"])
+    except (OSError, ValueError):
+        return False
+
+
+@pytest.fixture
+def devnet_dir(tmp_path: Path) -> Iterator[Path]:
+    """The devnet's data directory; a miner left running at the end is killed (and fails)."""
+    directory = tmp_path / "devnet"
+    yield directory
+    left = miner_pids(directory)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], "the devnet left miners running"
+
+
+def run_devnet(directory: Path, base: int, *args: str) -> subprocess.Popen[str]:
+    """``derelayl-miner devnet --miners 2`` on ports ``base``, ``base + 1``, output piped."""
+    command = [
+        sys.executable, "-m", "miner", "devnet", "--miners", "2",
+        "--base-port", str(base), "--data-dir", str(directory), *args,
+    ]  # fmt: skip
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        text=True, cwd=ROOT, env=clean_env(),
+    )  # fmt: skip
+
+
+def finish(process: subprocess.Popen[str], timeout: float) -> tuple[int, str, str]:
+    """Exit code, stdout and stderr; the devnet is killed if it overruns ``timeout``."""
+    try:
+        out, err = process.communicate(timeout=scaled(timeout))
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+        raise AssertionError(f"devnet did not finish:\n{out}\n{err}") from None
+    return process.returncode, out, err
+
+
+def stopped_cleanly(directory: Path, index: int) -> bool:
+    log = (directory / f"miner-{index}" / "node.log").read_text()
+    return '"node_stopped"' in log
+
+
+def test_devnet_stops_at_target_height_with_summary(devnet_dir: Path) -> None:
+    """--blocks 5: two miners reach height 5, a summary table is printed, exit 0, none left."""
+    base = consecutive_ports(2)
+    code, out, err = finish(run_devnet(devnet_dir, base, "--blocks", "5"), 120)
+    assert code == 0, err
+    assert "Traceback" not in err
+    summary = out[out.index("devnet summary") :]
+    rows = [line for line in summary.splitlines() if f" {base} " in line or f" {base + 1} " in line]
+    assert len(rows) == 2, summary
+    for row in rows:
+        height = int(row.split("│")[4])
+        assert height >= 5, row
+    assert "miner 0:" in out  # not a terminal: plain status lines instead of the live view
+    assert miner_pids(devnet_dir) == []
+    assert stopped_cleanly(devnet_dir, 0) and stopped_cleanly(devnet_dir, 1)
+
+
+def test_devnet_ctrl_c_stops_every_miner(devnet_dir: Path) -> None:
+    """SIGINT once both miners serve: each shuts down cleanly and the devnet exits 0."""
+    base = consecutive_ports(2)
+    process = run_devnet(devnet_dir, base)
+    try:
+        wait_for(lambda: answers(base) and answers(base + 1), 60, "both miners to serve")
+        assert len(miner_pids(devnet_dir)) == 2
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        for pid in miner_pids(tmp_path):
-            os.kill(pid, signal.SIGKILL)
-    assert code == 0
-    assert miner_pids(tmp_path) == []
+        process.send_signal(signal.SIGINT)
+        code, _, err = finish(process, 60)
+    assert code == 0, err
+    assert miner_pids(devnet_dir) == []
+    assert stopped_cleanly(devnet_dir, 0) and stopped_cleanly(devnet_dir, 1)
+
+
+def test_devnet_refuses_ports_in_use(devnet_dir: Path) -> None:
+    """A taken port: one error line naming it, exit 1, no miner started."""
+    base = consecutive_ports(2)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", base + 1))
+        taken.listen()
+        code, _, err = finish(run_devnet(devnet_dir, base), 60)
+    assert code == 1
+    assert err.strip().splitlines() == [
+        f"derelayl-miner: error: port(s) {base + 1} already in use on 127.0.0.1"
+    ]
+    assert not (devnet_dir / "miner-0").exists()
+
+
+def test_devnet_reports_a_miner_that_dies(devnet_dir: Path) -> None:
+    """A miner that cannot start (a corrupt node key): its log named, the rest stopped, exit 1."""
+    base = consecutive_ports(2)
+    (devnet_dir / "miner-1").mkdir(parents=True)
+    (devnet_dir / "miner-1" / "node_key").write_text("not a key\n")
+    code, _, err = finish(run_devnet(devnet_dir, base), 60)
+    assert code == 1
+    log = devnet_dir / "miner-1" / "node.log"
+    assert f"derelayl-miner: error: miner 1 exited with code 2; see {log}" in err
+    assert "node key" in log.read_text()
+    assert miner_pids(devnet_dir) == []
