@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from derelayl_chain import encoding
+from derelayl_chain.access import holds_licence
 from derelayl_chain.block import Block, BlockHeader, max_body_bytes
 from derelayl_chain.chain import STATUS_CONNECTED, STATUS_INVALID, IndexEntry
 from derelayl_chain.consensus import PPM, effective_difficulty
@@ -147,7 +148,7 @@ def account_json(node: Node, account: bytes) -> dict[str, Any]:
         "total_shares": str(ledger.total_shares),
         "royalties_pending": str(state.pending_royalties(ledger.royalty_per_share)),
         "licensed_until": state.licensed_until,
-        "licensed": state.licensed_until >= max(node.chain.tip.height, 1),
+        "licensed": holds_licence(state, node.chain.tip.height),
     }
 
 
