@@ -38,6 +38,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from derelayl_chain.allocator import keep_large_buffers_in_heap  # noqa: E402
 from derelayl_chain.block import Block  # noqa: E402
 from derelayl_chain.chain import Chain  # noqa: E402
 from derelayl_chain.crypto import KeyPair  # noqa: E402
@@ -225,6 +226,7 @@ def run_relay(genesis: GenesisConfig) -> Relay:
 def main() -> None:
     started = time.perf_counter()
     torch.set_num_threads(1)  # as a node runs: evaluation is single-threaded for determinism
+    keep_large_buffers_in_heap()  # as `miner start` does
     large = genesis_for(LARGE_TASK)
     k = large.params.checkpoint_interval
     blocks = build_large_blocks(large, k - 1)

@@ -49,6 +49,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from derelayl_chain import relay  # noqa: E402
+from derelayl_chain.allocator import keep_large_buffers_in_heap  # noqa: E402
 from derelayl_chain.block import Block, decode_block  # noqa: E402
 from derelayl_chain.chain import Chain  # noqa: E402
 from derelayl_chain.crypto import KeyPair  # noqa: E402
@@ -550,6 +551,7 @@ async def run(workdir: Path) -> dict[str, float]:
 def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
     torch.set_num_threads(1)  # one thread, as the nodes run torch; more crawl on a busy machine
+    keep_large_buffers_in_heap()  # as `miner start` does, for the in-process comparisons
     started, load = time.perf_counter(), os.getloadavg()[0]
     if load > 0.5:
         print(f"note: load average {load:.2f} at start; other work skews every figure")

@@ -76,6 +76,7 @@ def cli() -> None:
 @click.option("--public-url", help="URL peers reach this node at [http://host:port].")
 def start(**flags: Any) -> None:
     """Run a node: serve the API, talk to peers, and mine."""
+    from derelayl_chain.allocator import keep_large_buffers_in_heap
     from derelayl_chain.config import load_config
     from derelayl_chain.learning.data import load_miner_data
     from derelayl_chain.log import configure_logging
@@ -83,6 +84,7 @@ def start(**flags: Any) -> None:
 
     config = load_config(flags)
     configure_logging(config.log_format, config.log_level)
+    keep_large_buffers_in_heap()
     genesis = _load_network_genesis(config.genesis)
     data = load_miner_data(config.data, genesis.task) if config.mine else None
     asyncio.run(run_node(config, genesis, data))
