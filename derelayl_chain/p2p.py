@@ -116,6 +116,14 @@ class PeerPolicy:
     outbox_size: int = 1024
 
 
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """Blocks of one catch-up window being fetched: the claimed hashes, the fetch results."""
+
+    claimed: list[bytes]
+    blocks: asyncio.Future[list[Block | BaseException]]
+
+
 class PeerNetwork:
     """Gossip, catch-up and peer management of one node."""
 
@@ -541,23 +549,44 @@ class PeerNetwork:
                 )
 
     async def _download(self, peer: Peer, headers: list[BlockHeader]) -> None:
-        """Fetch blocks a window at a time, concurrently; import them strictly in order."""
-        window = self.policy.blocks_in_flight
-        for start in range(0, len(headers), window):
-            wanted = [h.hash for h in headers[start : start + window]]
-            claimed = [h for h in wanted if self._claim(h, self.ops.has_block(h), again=True)]
-            try:
-                fetched = await asyncio.gather(
-                    *(self._fetch_block(peer, h) for h in claimed), return_exceptions=True
-                )
-                for block in fetched:
-                    if isinstance(block, BaseException):
-                        raise block
-                    if await self._import_block(peer, block) in ("orphan", "future"):
-                        return
-            finally:
-                for block_hash in claimed:
-                    self._fetches.settle(block_hash, retry=not self.ops.has_block(block_hash))
+        """Fetch blocks a window at a time, concurrently; import them strictly in order.
+
+        The next window is fetched while the current one is imported: receiving and decoding
+        blocks runs on the event loop, validating them on the chain thread.
+        """
+        size = self.policy.blocks_in_flight
+        windows = [headers[start : start + size] for start in range(0, len(headers), size)]
+        pending: list[_Window] = []
+        try:
+            for index, window in enumerate(windows):
+                if not pending:
+                    pending.append(self._fetch_window(peer, window))
+                if index + 1 < len(windows):
+                    pending.append(self._fetch_window(peer, windows[index + 1]))
+                current = pending.pop(0)
+                try:
+                    for block in await current.blocks:
+                        if isinstance(block, BaseException):
+                            raise block
+                        if await self._import_block(peer, block) in ("orphan", "future"):
+                            return
+                finally:
+                    self._settle_window(current)
+        finally:
+            for window_left in pending:
+                window_left.blocks.cancel()
+                self._settle_window(window_left)
+
+    def _fetch_window(self, peer: Peer, headers: list[BlockHeader]) -> _Window:
+        """Start fetching the blocks of ``headers`` not stored or in flight already."""
+        wanted = [h.hash for h in headers]
+        claimed = [h for h in wanted if self._claim(h, self.ops.has_block(h), again=True)]
+        fetches = (self._fetch_block(peer, h) for h in claimed)
+        return _Window(claimed, asyncio.gather(*fetches, return_exceptions=True))
+
+    def _settle_window(self, window: _Window) -> None:
+        for block_hash in window.claimed:
+            self._fetches.settle(block_hash, retry=not self.ops.has_block(block_hash))
 
     # --- gossip and peer exchange ----------------------------------------------------------
 

@@ -543,6 +543,29 @@ async def test_node_behind_catches_up_headers_first(spawn: Spawn, testnet: Share
     assert a.server.hits["GET /p2p/blocks/{hash}"] == CHAIN_BLOCKS
 
 
+async def test_catch_up_fetches_the_next_window_while_importing(
+    spawn: Spawn, testnet: SharedChain
+) -> None:
+    """Blocks of the next window are requested while the current one is still imported."""
+    a = await spawn(height=CHAIN_BLOCKS)
+    b = await spawn(policy=dataclasses.replace(FAST, blocks_in_flight=2))
+    served_during_import: list[int] = []
+    import_block = b.ops.submit_block
+
+    async def slow_import(block: Block) -> ImportResult:
+        await asyncio.sleep(0.2)  # time for requests already started to be served
+        served_during_import.append(a.server.hits["GET /p2p/blocks/{hash}"])
+        return await import_block(block)
+
+    b.ops.submit_block = slow_import  # type: ignore[method-assign]
+    hello = hello_doc(testnet.genesis.hash, url=a.url, height=CHAIN_BLOCKS)
+    await post_json(f"{b.url}/p2p/hello", hello)
+    await wait_until(lambda: b.tip == a.tip, "B caught up with A", timeout=2 * WAIT_S)
+    # Without the overlap, only the first window (2 blocks) is requested during its imports.
+    assert served_during_import[0] == 4
+    assert a.server.hits["GET /p2p/blocks/{hash}"] == CHAIN_BLOCKS
+
+
 async def test_transaction_is_relayed_once_accepted(spawn: Spawn, testnet: SharedChain) -> None:
     """A transaction accepted by A is announced, fetched and accepted by B, not sent back."""
     a = await spawn()
