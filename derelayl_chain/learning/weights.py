@@ -166,8 +166,21 @@ def model_hash_in_background(weights: Weights) -> Future[bytes]:
 
 
 def apply_delta(weights: Weights, delta: Weights) -> Weights:
-    """New tensors ``weights + delta`` (float32, elementwise: bit-exact on every CPU)."""
-    return {name: (weights[name] + delta[name]).contiguous() for name in weights}
+    """New tensors ``weights + delta`` (float32, elementwise: bit-exact on every CPU).
+
+    The sum is taken by numpy on the calling thread. torch would split each addition over its
+    intra-op pool, and while a block's data is compressed and written on the other core every
+    parallel region waits for a worker that is not scheduled: a 10^6-parameter apply took 9 ms
+    there instead of 0.4 ms.
+    """
+    return {
+        name: torch.from_numpy(np.add(_float32_array(weights[name]), _float32_array(delta[name])))
+        for name in weights
+    }
+
+
+def _float32_array(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().to(torch.float32).numpy()
 
 
 def subtract_weights(new: Weights, old: Weights) -> Weights:

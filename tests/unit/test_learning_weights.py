@@ -208,6 +208,15 @@ def test_apply_delta_adds_elementwise() -> None:
     result = apply_delta(weights, delta)
     for name in SPEC:
         assert torch.equal(result[name], weights[name] + delta[name])
+        assert result[name].dtype == torch.float32 and result[name].is_contiguous()
+
+
+def test_apply_delta_takes_tensors_that_track_gradients() -> None:
+    """Weights fresh from training (requires_grad) are applied like any others."""
+    weights, delta = random_weights(5), random_weights(6)
+    tracked = {name: tensor.clone().requires_grad_(True) for name, tensor in weights.items()}
+    result = apply_delta(tracked, delta)
+    assert model_hash(result) == model_hash(apply_delta(weights, delta))
 
 
 def test_apply_zero_delta_keeps_hash() -> None:
