@@ -10,6 +10,7 @@ the branch, one atomic batch per block, so a crash at any instant leaves a consi
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import OrderedDict
@@ -117,6 +118,9 @@ class ImportResult:
     disconnected: tuple[Block, ...] = ()
     invalid: tuple[bytes, ...] = ()
     """Hashes of blocks found invalid while activating the best chain."""
+    refused: tuple[bytes, ...] = ()
+    """First blocks of heavier branches refused for forking deeper than the finality depth
+    (reported here when the chain moved anyway; raised as :class:`FinalityViolation` when not)."""
 
     @property
     def returned_transactions(self) -> tuple[Transaction, ...]:
@@ -200,7 +204,10 @@ class Chain:
             raise StorageError("database has no valid head block")
         self.tip = self.index[head]
         self.ledger = decode_globals(self._require(schema.global_state_key()))
-        self.activate_best_chain()
+        # Carry on with what a crash interrupted. A branch stored before the crash but found
+        # beyond finality only now is remembered as invalid; the chain stays where it is.
+        with contextlib.suppress(FinalityViolation):
+            self.activate_best_chain()
 
     def _write_genesis(self) -> None:
         block = self.genesis.block()
@@ -478,6 +485,7 @@ class Chain:
             connected: list[Block] = []
             disconnected: list[Block] = []
             invalid: list[bytes] = []
+            refused: list[FinalityViolation] = []
             while True:
                 best = self.best_candidate()
                 if best.hash == self.tip.hash:
@@ -485,12 +493,17 @@ class Chain:
                 branch = self._branch_to(best)
                 fork = self.index[branch[0].header.parent] if branch else self.tip
                 if self.tip.height - fork.height > self.params.finality_depth:
+                    # Refused for good; the next-best candidate may still be a valid move.
                     self._remember_invalid_branch_root(branch[0].hash)
-                    raise FinalityViolation(
-                        f"switching to block {best.hash.hex()[:16]} would disconnect "
-                        f"{self.tip.height - fork.height} blocks (finality depth "
-                        f"{self.params.finality_depth})"
+                    refused.append(
+                        FinalityViolation(
+                            f"switching to block {best.hash.hex()[:16]} would disconnect "
+                            f"{self.tip.height - fork.height} blocks (finality depth "
+                            f"{self.params.finality_depth})",
+                            branch_root=branch[0].hash,
+                        )
                     )
+                    continue
                 while self.tip.hash != fork.hash:
                     disconnected.append(self._disconnect_tip())
                 for entry in branch:
@@ -500,8 +513,13 @@ class Chain:
                         invalid.append(entry.hash)
                         self._remember_invalid(entry.hash)
                         break
+            if refused and not connected and not disconnected:
+                raise refused[0]
             status = "connected" if connected else "stored"
-            return ImportResult(status, tuple(connected), tuple(disconnected), tuple(invalid))
+            refused_roots = tuple(violation.branch_root for violation in refused)
+            return ImportResult(
+                status, tuple(connected), tuple(disconnected), tuple(invalid), refused_roots
+            )
 
     def _remember_invalid_branch_root(self, block_hash: bytes) -> None:
         # A branch beyond finality is never reorganised to; treat it like an invalid one so
@@ -617,6 +635,11 @@ class Chain:
         batch.delete(schema.canonical_key(entry.height))
         batch.put(schema.meta_key("head"), entry.header.parent)
         batch.delete(schema.undo_key(entry.hash))
+        # Saved beside the node's pending transactions in this same batch: a crash before the
+        # node takes them back (mid-reorganisation, say) leaves them to the mempool's restore,
+        # which drops those the new branch confirms.
+        for tx in block.transactions:
+            batch.put(schema.mempool_key(tx.txid), tx.encode())
         entry.status = STATUS_STORED
         batch.put(schema.block_index_key(entry.hash), encode(entry.to_item()))
         self.store.write(batch)

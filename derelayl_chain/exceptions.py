@@ -124,6 +124,11 @@ class DuplicateBlock(ChainError):
 class FinalityViolation(ChainError):
     """Switching to this branch would disconnect blocks deeper than the finality depth."""
 
+    def __init__(self, message: str, branch_root: bytes = b"") -> None:
+        super().__init__(message)
+        self.branch_root = branch_root
+        """The first block of the refused branch (remembered as invalid from now on)."""
+
 
 class NotFound(DeRelayLError):
     """A block, transaction, account or height that does not exist."""

@@ -38,6 +38,7 @@ from derelayl_chain.exceptions import (
     ConfigError,
     DeRelayLError,
     DuplicateTransaction,
+    FinalityViolation,
     InvalidBlock,
     NotFound,
     StorageError,
@@ -356,10 +357,16 @@ class Node:
                 accuracy=(entry.accuracy / LOSS_SCALE) if entry else None,
                 txs=len(block.transactions),
             )
-        for block_hash in result.invalid:
+        rejected: list[tuple[bytes, Exception]] = [
+            (h, InvalidBlock("failed full validation")) for h in result.invalid
+        ]
+        rejected += [
+            (h, FinalityViolation("forks deeper than the finality depth")) for h in result.refused
+        ]
+        for block_hash, reason in rejected:
             entry = self.chain.index.get(block_hash)
             height = entry.height if entry else -1
-            self._note_rejected(block_hash, height, InvalidBlock("failed full validation"))
+            self._note_rejected(block_hash, height, reason)
         if result.connected or result.disconnected:
             self.mempool.remove_confirmed([tx for b in result.connected for tx in b.transactions])
             returned = result.returned_transactions

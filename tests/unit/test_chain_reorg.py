@@ -21,6 +21,7 @@ from derelayl_chain.exceptions import FinalityViolation, KnownInvalid
 from derelayl_chain.genesis import BASE_UNITS_PER_DRL, GenesisConfig
 from derelayl_chain.learning.data import Dataset
 from derelayl_chain.learning.weights import model_hash
+from derelayl_chain.mempool import Mempool
 from derelayl_chain.storage import schema
 from derelayl_chain.storage.memory import MemoryStore
 from derelayl_chain.transaction import Transaction, make_transfer
@@ -239,6 +240,26 @@ def test_reorg_survives_restart(fork: Fork) -> None:
     assert_same_state(reopened, replay(fork.genesis, fork.prefix + fork.b))
 
 
+def test_disconnected_transactions_are_saved_for_the_mempool(fork: Fork) -> None:
+    """A disconnect saves its block's transfers as pending in the same batch; restoring them
+    after a crash keeps those the winning branch did not confirm."""
+    store = MemoryStore()
+    z = Chain(store, fork.genesis, clock=far_clock(fork.genesis))
+    submit_all(z, fork.prefix + fork.a)
+    z.submit_block(fork.b[0])
+    saved = [value for _, value in store.iterate(schema.PREFIXES["mempool"])]
+    pending = store.iterate(schema.PREFIXES["mempool"])
+    assert {schema.parse_hash_key(key, "mempool") for key, _ in pending} == {
+        tx.txid for tx in fork.a_txs
+    }
+    reopened = Chain(store, fork.genesis, clock=far_clock(fork.genesis))
+    pool = Mempool(fork.genesis.chain_id, fork.genesis.params.ledger, reopened)
+    assert pool.restore(saved) == 2
+    returned = {tx.txid for tx in fork.a_txs} - {tx.txid for tx in fork.b_txs}
+    assert all(txid in pool for txid in returned)
+    assert fork.b_txs[0].txid not in pool
+
+
 # --- ties ------------------------------------------------------------------------------------
 
 
@@ -331,6 +352,20 @@ def test_refused_branch_is_not_followed_later(shallow: Fork, data: list[Dataset]
     reopened = Chain(store, shallow.genesis, clock=far_clock(shallow.genesis))
     assert reopened.tip.hash == shallow.a[-1].hash
     assert reopened.submit_block(slow_block(reopened, MINERS[2])).status == "connected"
+
+
+def test_branch_found_beyond_finality_at_restart_is_refused(shallow: Fork) -> None:
+    """A heavier branch stored just before a crash, and beyond finality, does not stop the
+    restart: it is remembered as invalid and the chain stays."""
+    store = MemoryStore()
+    z = Chain(store, shallow.genesis, clock=far_clock(shallow.genesis))
+    submit_all(z, shallow.prefix + shallow.a)
+    z._accept(shallow.b[0])  # stored, and the crash comes before fork choice runs
+    z._settle()
+    reopened = Chain(store, shallow.genesis, clock=far_clock(shallow.genesis))
+    assert reopened.tip.hash == shallow.a[-1].hash
+    assert shallow.b[0].hash in reopened.invalid
+    assert snapshot(reopened) == snapshot(replay(shallow.genesis, shallow.prefix + shallow.a))
 
 
 # --- orphans ---------------------------------------------------------------------------------
