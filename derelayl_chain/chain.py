@@ -185,6 +185,9 @@ class Chain:
         self._pending: tuple[Block, BackgroundWrite] | None = None
         """The block whose data is being written in the background, if any."""
         self._seq = 0
+        self._candidates: set[bytes] = set()
+        """Stored blocks that may be the best: every block not known invalid with at least the
+        tip's work, so fork choice looks at a handful of blocks instead of the whole index."""
         self._open()
 
     # --- start-up --------------------------------------------------------------------------
@@ -203,6 +206,11 @@ class Chain:
         if head is None or head not in self.index:
             raise StorageError("database has no valid head block")
         self.tip = self.index[head]
+        self._candidates = {
+            entry.hash
+            for entry in self.index.values()
+            if entry.work >= self.tip.work and entry.status != STATUS_INVALID
+        }
         self.ledger = decode_globals(self._require(schema.global_state_key()))
         # Carry on with what a crash interrupted. A branch stored before the crash but found
         # beyond finality only now is remembered as invalid; the chain stays where it is.
@@ -417,6 +425,8 @@ class Chain:
         self._seq += 1
         self._pending = (block, write)
         self.index[block_hash] = entry
+        if entry.work >= self.tip.work:
+            self._candidates.add(block_hash)
         self._decoded[block_hash] = (block, delta)
         return entry
 
@@ -456,15 +466,27 @@ class Chain:
     # --- fork choice -----------------------------------------------------------------------
 
     def best_candidate(self) -> IndexEntry:
-        """The stored block with most work whose branch holds no known-invalid block."""
-        best = self.tip
-        for entry in self.index.values():
-            if entry.status == STATUS_INVALID:
-                continue
-            heavier = entry.work > best.work or (entry.work == best.work and entry.seq < best.seq)
-            if heavier and not self._branch_has_invalid(entry):
-                best = entry
-        return best
+        """The stored block with most work whose branch holds no known-invalid block.
+
+        Only the candidate set is looked at, best first. A block leaves it for good once it has
+        less work than the tip (some block with more work, the tip included, stays in the set
+        or on the chain to come back to) or once its branch holds a known-invalid block.
+        """
+        tip = self.tip
+        live: list[IndexEntry] = []
+        for block_hash in list(self._candidates):
+            entry = self.index.get(block_hash)
+            if entry is None or entry.work < tip.work or entry.status == STATUS_INVALID:
+                self._candidates.discard(block_hash)
+            else:
+                live.append(entry)
+        for entry in sorted(live, key=lambda e: (-e.work, e.seq)):
+            if entry.work == tip.work and entry.seq >= tip.seq:
+                break  # the tip itself, or stored after it with equal work: first seen wins
+            if not self._branch_has_invalid(entry):
+                return entry
+            self._candidates.discard(entry.hash)
+        return tip
 
     def _branch_has_invalid(self, entry: IndexEntry) -> bool:
         """Whether a known-invalid block lies between ``entry`` and the current chain.
@@ -645,6 +667,7 @@ class Chain:
         self.store.write(batch)
         self.tip = self.index[entry.header.parent]
         self.ledger = undo.globals_before
+        self._candidates.add(entry.hash)  # more work than the new tip: a way back
         return block
 
     # --- helpers for proposers and peers ---------------------------------------------------

@@ -10,7 +10,7 @@ to ``d + 1``), a *slow* block carries a zero delta timestamped ``T_decay`` after
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
@@ -238,6 +238,30 @@ def test_reorg_survives_restart(fork: Fork) -> None:
     submit_all(z, fork.prefix + fork.a + fork.b)
     reopened = Chain(store, fork.genesis, clock=far_clock(fork.genesis))
     assert_same_state(reopened, replay(fork.genesis, fork.prefix + fork.b))
+
+
+def test_heavier_branch_failing_validation_falls_back_to_the_old_tip(fork: Fork) -> None:
+    """A heavier block that passes the stored-block checks but lies about its loss: the node
+    disconnects its branch for it, finds it invalid, and reconnects the old branch."""
+    lying = replace(fork.b[0].header, claimed_loss=fork.b[0].header.claimed_loss - 50_000)
+    tampered = replace(fork.b[0], header=lying.signed(MINERS[2]))
+    z = replay(fork.genesis, fork.prefix + fork.a)
+    result = z.submit_block(tampered)
+    assert result.invalid == (tampered.hash,)
+    assert [blk.hash for blk in result.connected] == [blk.hash for blk in fork.a]
+    assert z.tip.hash == fork.a[-1].hash
+    assert snapshot(z) == snapshot(replay(fork.genesis, fork.prefix + fork.a))
+    assert z.submit_block(slow_block(z, MINERS[0])).status == "connected"
+
+
+def test_fork_choice_keeps_few_candidates_on_a_long_chain(fork: Fork) -> None:
+    """Blocks with less work than the tip leave the candidate set: fork choice does not look
+    at every stored block again on each import."""
+    z = replay(fork.genesis, fork.prefix + fork.a + fork.b)
+    for _ in range(20):
+        extend(z, slow_block(z, MINERS[0]))
+    assert len(z.index) > 25
+    assert z._candidates <= {z.tip.hash}
 
 
 def test_disconnected_transactions_are_saved_for_the_mempool(fork: Fork) -> None:
