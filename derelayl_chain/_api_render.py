@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from derelayl_chain import encoding
 from derelayl_chain.access import holds_licence
 from derelayl_chain.block import Block, BlockHeader, max_body_bytes
-from derelayl_chain.chain import STATUS_CONNECTED, STATUS_INVALID, IndexEntry
+from derelayl_chain.chain_records import STATUS_CONNECTED, STATUS_INVALID, IndexEntry
 from derelayl_chain.consensus import PPM, effective_difficulty
 from derelayl_chain.crypto import address_of, encode_address
 from derelayl_chain.encoding import HASH_SIZE, as_bytes, as_list, as_uint

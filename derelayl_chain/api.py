@@ -25,7 +25,7 @@ from derelayl_chain import __version__, encoding
 from derelayl_chain import _api_render as render
 from derelayl_chain.access import may_download, verify_download
 from derelayl_chain.block import decode_transactions
-from derelayl_chain.chain import IndexEntry
+from derelayl_chain.chain_records import IndexEntry
 from derelayl_chain.crypto import account_id, address_of, decode_address, encode_address
 from derelayl_chain.encoding import HASH_SIZE, as_bytes, as_list, as_uint
 from derelayl_chain.exceptions import (

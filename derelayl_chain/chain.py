@@ -15,9 +15,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
-from derelayl_chain import encoding
 from derelayl_chain._background_write import BackgroundWrite
 from derelayl_chain.block import (
     Block,
@@ -25,6 +23,15 @@ from derelayl_chain.block import (
     decode_header,
     decode_transactions,
     encode_transactions,
+)
+from derelayl_chain.chain_records import (
+    STATUS_CONNECTED,
+    STATUS_INVALID,
+    STATUS_STORED,
+    ImportResult,
+    IndexEntry,
+    UndoRecord,
+    event_record,
 )
 from derelayl_chain.consensus import (
     MEDIAN_TIME_SPAN,
@@ -39,7 +46,7 @@ from derelayl_chain.consensus import (
     effective_difficulty,
     next_difficulty,
 )
-from derelayl_chain.encoding import Item, as_bytes, as_list, as_uint, encode, encode_uint
+from derelayl_chain.encoding import encode, encode_uint
 from derelayl_chain.exceptions import (
     BlockFromFuture,
     ChainError,
@@ -58,101 +65,19 @@ from derelayl_chain.learning.model import initial_weights, weight_spec
 from derelayl_chain.learning.weights import apply_delta, decode_weights, encode_weights
 from derelayl_chain.state import (
     Account,
-    LedgerEvent,
-    LedgerGlobals,
     StateTransition,
-    account_from_item,
     decode_account,
     decode_globals,
 )
 from derelayl_chain.storage import schema
 from derelayl_chain.storage.kv import KeyValueStore, WriteBatch
-from derelayl_chain.transaction import Transaction
 
-STATUS_STORED = 1
-STATUS_CONNECTED = 2
-STATUS_INVALID = 3
 DEFAULT_ORPHAN_LIMIT = 64
 _WEIGHT_CACHE_SIZE = 4
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-@dataclass(slots=True)
-class IndexEntry:
-    """In-memory index of one stored block (rebuilt from the store at start)."""
-
-    header: BlockHeader
-    work: int
-    """Accumulated work from genesis to this block, inclusive."""
-    seq: int
-    """Order in which this node first stored the block: the fork-choice tie-break."""
-    status: int
-    loss: int = 0
-    """Recomputed evaluation loss (fixed point), once connected."""
-    accuracy: int = 0
-
-    @property
-    def hash(self) -> bytes:
-        return self.header.hash
-
-    @property
-    def height(self) -> int:
-        return self.header.height
-
-    def to_item(self) -> list[Item]:
-        return [
-            encode_uint(x) for x in (self.work, self.seq, self.status, self.loss, self.accuracy)
-        ]
-
-
-@dataclass(frozen=True, slots=True)
-class ImportResult:
-    """What importing a block did."""
-
-    status: str
-    """``connected`` (new best tip), ``stored`` (side branch), ``orphan`` or ``duplicate``."""
-    connected: tuple[Block, ...] = ()
-    disconnected: tuple[Block, ...] = ()
-    invalid: tuple[bytes, ...] = ()
-    """Hashes of blocks found invalid while activating the best chain."""
-    refused: tuple[bytes, ...] = ()
-    """First blocks of heavier branches refused for forking deeper than the finality depth
-    (reported here when the chain moved anyway; raised as :class:`FinalityViolation` when not)."""
-
-    @property
-    def returned_transactions(self) -> tuple[Transaction, ...]:
-        """Transactions of disconnected blocks that the mempool should take back."""
-        confirmed = {tx.txid for b in self.connected for tx in b.transactions}
-        return tuple(
-            tx for b in self.disconnected for tx in b.transactions if tx.txid not in confirmed
-        )
-
-
-@dataclass(slots=True)
-class _Undo:
-    accounts: dict[bytes, Account]
-    globals_before: LedgerGlobals
-    extra_keys: list[bytes] = field(default_factory=list)
-
-    def encode(self) -> bytes:
-        return encode(
-            [
-                [[k, v.to_item()] for k, v in sorted(self.accounts.items())],
-                self.globals_before.encode(),
-                list(self.extra_keys),
-            ]
-        )
-
-    @classmethod
-    def decode(cls, data: bytes) -> _Undo:
-        f = as_list(encoding.decode(data, 1 << 26), 3, "undo record")
-        accounts = {
-            as_bytes(as_list(e, 2)[0]): account_from_item(as_list(e, 2)[1]) for e in as_list(f[0])
-        }
-        return cls(accounts, decode_globals(as_bytes(f[1])), [as_bytes(k) for k in as_list(f[2])])
 
 
 class Chain:
@@ -236,11 +161,10 @@ class Chain:
     def _load_index(self) -> None:
         for key, value in self.store.iterate(schema.PREFIXES["header"]):
             header = decode_header(value)
-            f = as_list(encoding.decode(self._require(schema.block_index_key(key[1:])), 256), 5)
-            work, seq, status, loss, acc = (as_uint(x, max_bytes=16) for x in f)
-            self.index[header.hash] = IndexEntry(header, work, seq, status, loss, acc)
-            self._seq = max(self._seq, seq + 1)
-            if status == STATUS_INVALID:
+            entry = IndexEntry.decode(header, self._require(schema.block_index_key(key[1:])))
+            self.index[header.hash] = entry
+            self._seq = max(self._seq, entry.seq + 1)
+            if entry.status == STATUS_INVALID:
                 self.invalid.add(header.hash)
         # Blocks refused on arrival have a marker but no header or index entry.
         for key, _ in self.store.iterate(schema.PREFIXES["invalid"]):
@@ -589,7 +513,7 @@ class Chain:
         entry = self.index[block_hash]
         entry.status = STATUS_CONNECTED
         entry.loss, entry.accuracy = validated.evaluation.loss, validated.evaluation.accuracy
-        undo = _Undo(transition.undo, transition.previous_globals)
+        undo = UndoRecord(transition.undo, transition.previous_globals)
         batch = WriteBatch()
         self._put_accounts(batch, transition.changes)
         self._put_indexes(batch, block, transition, undo)
@@ -615,7 +539,7 @@ class Chain:
                 batch.put(schema.account_key(account), value.encode())
 
     def _put_indexes(
-        self, batch: WriteBatch, block: Block, transition: StateTransition, undo: _Undo
+        self, batch: WriteBatch, block: Block, transition: StateTransition, undo: UndoRecord
     ) -> None:
         """Transaction index, account history and reward records; keys noted for undo."""
         height, seq = block.height, 0
@@ -634,7 +558,7 @@ class Chain:
                 put(schema.history_key(account, height, seq), encode([b"tx", tx.encode()]))
                 seq += 1
         for event in transition.events:
-            put(schema.history_key(event.account, height, seq), _event_record(block, event))
+            put(schema.history_key(event.account, height, seq), event_record(block, event))
             seq += 1
         header = block.header
         put(
@@ -648,7 +572,7 @@ class Chain:
             raise ChainError("cannot disconnect the genesis block")
         self._settle()
         block = self.get_block(entry.hash)
-        undo = _Undo.decode(self._require(schema.undo_key(entry.hash)))
+        undo = UndoRecord.decode(self._require(schema.undo_key(entry.hash)))
         batch = WriteBatch()
         self._put_accounts(batch, undo.accounts)
         for key in undo.extra_keys:
@@ -707,7 +631,3 @@ class Chain:
             height -= step
         hashes.append(self.genesis.hash)
         return hashes
-
-
-def _event_record(block: Block, event: LedgerEvent) -> bytes:
-    return encode([event.kind.encode(), block.hash, encode_uint(event.amount)])

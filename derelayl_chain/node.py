@@ -29,7 +29,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from derelayl_chain.block import Block, BlockHeader, max_body_bytes
-from derelayl_chain.chain import Chain, ImportResult, now_ms
+from derelayl_chain.chain import Chain, now_ms
+from derelayl_chain.chain_records import ImportResult
 from derelayl_chain.config import NodeConfig
 from derelayl_chain.crypto import SEED_SIZE, KeyPair
 from derelayl_chain.exceptions import (

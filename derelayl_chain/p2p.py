@@ -63,7 +63,7 @@ from derelayl_chain.exceptions import (
 from derelayl_chain.transaction import MAX_TX_BYTES, Transaction, decode_transaction
 
 if TYPE_CHECKING:
-    from derelayl_chain.chain import ImportResult
+    from derelayl_chain.chain_records import ImportResult
 
 
 class ChainOps(Protocol):

@@ -15,7 +15,8 @@ from dataclasses import dataclass, replace
 import pytest
 
 from derelayl_chain.block import Block
-from derelayl_chain.chain import Chain, ImportResult
+from derelayl_chain.chain import Chain
+from derelayl_chain.chain_records import ImportResult
 from derelayl_chain.crypto import KeyPair
 from derelayl_chain.exceptions import FinalityViolation, KnownInvalid
 from derelayl_chain.genesis import BASE_UNITS_PER_DRL, GenesisConfig

@@ -24,7 +24,8 @@ from aiohttp import web
 
 from derelayl_chain import _p2p_wire as wire
 from derelayl_chain.block import Block, BlockHeader, max_body_bytes
-from derelayl_chain.chain import Chain, ImportResult
+from derelayl_chain.chain import Chain
+from derelayl_chain.chain_records import ImportResult
 from derelayl_chain.crypto import KeyPair
 from derelayl_chain.exceptions import DecodeError, InvalidSignature, NonceTooLow
 from derelayl_chain.genesis import ConsensusParams, GenesisConfig
