@@ -25,9 +25,13 @@ from derelayl_chain.storage.kv import KeyValueStore, WriteBatch, prefix_upper_bo
 
 LOCK_FILE_NAME = "node.lock"
 DATABASE_DIR_NAME = "chaindata"
-_WRITE_BUFFER_BYTES = 64 << 20
+_WRITE_BUFFER_BYTES = 128 << 20
 """Deltas are megabytes each: a small memtable would be flushed and compacted every block or
-two. Values are compressed before they are stored (zstd), so LevelDB's own Snappy is off."""
+two. Every flush writes the deltas again and starts compactions that rewrite them, so fewer,
+larger flushes save disk traffic: catching up 200 large-model blocks ran at 44 blocks/s with
+64 MiB, 50 with 128 MiB and 52 with 256 MiB. A full memtable and the one being flushed cost
+up to twice this in memory, and a restart replays at most this much log. Values are
+compressed before they are stored (zstd), so LevelDB's own Snappy is off."""
 
 
 class LevelDBStore(KeyValueStore):
