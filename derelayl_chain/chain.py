@@ -439,8 +439,9 @@ class Chain:
                 branch = self._branch_to(best)
                 fork = self.index[branch[0].header.parent] if branch else self.tip
                 if self.tip.height - fork.height > self.params.finality_depth:
-                    # Refused for good; the next-best candidate may still be a valid move.
-                    self._remember_invalid_branch_root(branch[0].hash)
+                    # Remembered like an invalid branch, so fork choice stops proposing it;
+                    # the next-best candidate may still be a valid move.
+                    self._remember_invalid(branch[0].hash)
                     refused.append(
                         FinalityViolation(
                             f"switching to block {best.hash.hex()[:16]} would disconnect "
@@ -466,11 +467,6 @@ class Chain:
             return ImportResult(
                 status, tuple(connected), tuple(disconnected), tuple(invalid), refused_roots
             )
-
-    def _remember_invalid_branch_root(self, block_hash: bytes) -> None:
-        # A branch beyond finality is never reorganised to; treat it like an invalid one so
-        # fork choice stops proposing it.
-        self._remember_invalid(block_hash)
 
     def _branch_to(self, target: IndexEntry) -> list[IndexEntry]:
         """Blocks from the fork point with the current chain (exclusive) up to ``target``."""

@@ -44,8 +44,8 @@ def bulk_hasher(domain: bytes) -> blake3.blake3:
     """A BLAKE3 hasher for megabytes of tensor bytes (deltas, weights), keyed by ``domain``.
 
     Every block carries two hashes over its whole model; BLAKE3 computes them several times faster
-    than BLAKE2b and spreads large inputs over the cores, with the same digest on any machine.
-    The key-derivation context keeps these domains apart from each other.
+    than BLAKE2b, with the same digest on any machine. It runs on one thread: the other core is
+    busy evaluating or writing. The key-derivation context keeps these domains apart.
     """
     context = "derelayl-chain 2026-12 " + domain.decode("ascii")
     return blake3.blake3(derive_key_context=context, max_threads=1)

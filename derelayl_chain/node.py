@@ -343,6 +343,10 @@ class Node:
             "block_rejected", height=height, hash=block_hash.hex()[:16], reason=str(exc)
         )
 
+    def _note_rejected_stored(self, block_hash: bytes, exc: Exception) -> None:
+        entry = self.chain.index.get(block_hash)
+        self._note_rejected(block_hash, entry.height if entry else -1, exc)
+
     def _after_import(self, result: ImportResult, before: bytes) -> None:
         for block in result.disconnected:
             self.metrics.blocks_disconnected.inc()
@@ -358,16 +362,10 @@ class Node:
                 accuracy=(entry.accuracy / LOSS_SCALE) if entry else None,
                 txs=len(block.transactions),
             )
-        rejected: list[tuple[bytes, Exception]] = [
-            (h, InvalidBlock("failed full validation")) for h in result.invalid
-        ]
-        rejected += [
-            (h, FinalityViolation("forks deeper than the finality depth")) for h in result.refused
-        ]
-        for block_hash, reason in rejected:
-            entry = self.chain.index.get(block_hash)
-            height = entry.height if entry else -1
-            self._note_rejected(block_hash, height, reason)
+        for block_hash in result.invalid:
+            self._note_rejected_stored(block_hash, InvalidBlock("failed full validation"))
+        for block_hash in result.refused:
+            self._note_rejected_stored(block_hash, FinalityViolation("forks past finality"))
         if result.connected or result.disconnected:
             self.mempool.remove_confirmed([tx for b in result.connected for tx in b.transactions])
             returned = result.returned_transactions

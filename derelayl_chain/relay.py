@@ -9,10 +9,8 @@ validation accepts it.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Concatenate, ParamSpec
 
 from derelayl_chain.block import BLOCK_VERSION, Block, BlockHeader, transactions_root
 from derelayl_chain.chain import Chain
@@ -41,8 +39,6 @@ from derelayl_chain.state import (
     begin_update,
 )
 from derelayl_chain.transaction import Transaction, verify_transaction
-
-_BuildArgs = ParamSpec("_BuildArgs")
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,29 +154,22 @@ def build_block(
     return Block(header.signed(key), tuple(included), candidate.delta)
 
 
-def _then_validated(
-    build: Callable[Concatenate[Chain, _BuildArgs], Block],
-) -> Callable[Concatenate[Chain, _BuildArgs], Block]:
-    """``build`` with the same arguments, followed by the chain's full validation of the block."""
+def assemble_block(
+    chain: Chain,
+    key: KeyPair,
+    candidate: Candidate,
+    timestamp_ms: int,
+    transactions: Sequence[Transaction] = (),
+    reward_to: bytes | None = None,
+) -> Block:
+    """:func:`build_block`, then the chain's full validation of the block.
 
-    def build_and_validate(
-        chain: Chain, /, *args: _BuildArgs.args, **kwargs: _BuildArgs.kwargs
-    ) -> Block:
-        """The block ``build`` makes, once :meth:`Chain.validate_child` accepts it.
-
-        Raises whatever the validation raises: a proposer never sends a block its own chain
-        would reject.
-        """
-        block = build(chain, *args, **kwargs)
-        chain.validate_child(block)
-        return block
-
-    # Only ``__wrapped__``: help() and inspect then show build's parameters, not *args.
-    return functools.update_wrapper(build_and_validate, build, assigned=(), updated=())
-
-
-assemble_block = _then_validated(build_block)
-"""Build, sign and fully validate a child of the tip: :func:`build_block`'s arguments."""
+    Raises whatever the validation raises: a proposer never sends a block its own chain would
+    reject.
+    """
+    block = build_block(chain, key, candidate, timestamp_ms, transactions, reward_to)
+    chain.validate_child(block)
+    return block
 
 
 def _select_applicable(
