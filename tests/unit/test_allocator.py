@@ -2,42 +2,45 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import subprocess
 import sys
 
 import pytest
 
+_FOUR_MB_BUFFERS = """
+import ctypes, sys
 from derelayl_chain.allocator import keep_large_buffers_in_heap
+if sys.argv[1] == "apply":
+    assert keep_large_buffers_in_heap()
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+        "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+before = libc.mallinfo2().hblks
+buffers = [bytearray(4 << 20) for _ in range(4)]
+print(libc.mallinfo2().hblks - before)
+"""
 
 
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in (
-            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-            "fsmblks", "uordblks", "fordblks", "keepcost",
-        )
-    ]  # fmt: skip
-
-
-def _mmapped_chunks() -> int:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    if not hasattr(libc, "mallinfo2"):
-        pytest.skip("this C library has no mallinfo2")
-    libc.mallinfo2.restype = _MallInfo2
-    return int(libc.mallinfo2().hblks)
+def _run(script: str, apply: bool) -> subprocess.CompletedProcess[str]:
+    """``script`` in a fresh process, with or without the setting applied first."""
+    return subprocess.run(
+        [sys.executable, "-c", script, "apply" if apply else "default"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc setting")
 def test_multi_megabyte_buffers_are_not_mapped_one_by_one() -> None:
-    """After the setting, 4 MB buffers (a delta's size) are no separate mappings."""
-    assert keep_large_buffers_in_heap()
-    before = _mmapped_chunks()
-    buffers = [bytearray(4 << 20) for _ in range(4)]
-    assert _mmapped_chunks() == before
-    assert sum(len(b) for b in buffers) == 16 << 20
+    """By default each 4 MB buffer (a delta's size) is a mapping of its own; after the setting
+    none is (fresh processes, so nothing earlier in the run has moved glibc's threshold)."""
+    assert int(_run(_FOUR_MB_BUFFERS, apply=False).stdout) == 4
+    assert int(_run(_FOUR_MB_BUFFERS, apply=True).stdout) == 0
 
 
 _THREADS_ALLOCATING_TOGETHER = """
@@ -61,14 +64,7 @@ ctypes.CDLL("libc.so.6").malloc_stats()
 
 def _arenas_used(apply: bool) -> int:
     """Arenas glibc reports after four threads allocated at the same time (fresh process)."""
-    done = subprocess.run(
-        [sys.executable, "-c", _THREADS_ALLOCATING_TOGETHER, "apply" if apply else "default"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return done.stderr.count("Arena ")
+    return _run(_THREADS_ALLOCATING_TOGETHER, apply).stderr.count("Arena ")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc setting")

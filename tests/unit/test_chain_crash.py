@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -32,17 +33,28 @@ from derelayl_chain.chain import Chain
 from derelayl_chain.crypto import SIGNATURE_SIZE, KeyPair
 from derelayl_chain.exceptions import BlockSignatureError, KnownInvalid, StorageError
 from derelayl_chain.genesis import BASE_UNITS_PER_DRL, GenesisConfig, load_genesis, write_genesis
-from derelayl_chain.learning.weights import model_hash
 from derelayl_chain.storage import schema
 from derelayl_chain.storage.kv import WriteBatch
 from derelayl_chain.storage.memory import MemoryStore
 from derelayl_chain.transaction import Transaction, make_transfer
-from tests.chainkit import fast_block, make_genesis, shards, slow_block
+from tests.chainkit import (
+    CLOCK_AHEAD_MS,
+    DERIVED_TABLES,
+    canonical_blocks,
+    extend,
+    far_clock,
+    fast_block,
+    make_genesis,
+    new_chain,
+    replay,
+    shards,
+    slow_block,
+    snapshot,
+)
 
 DRL = BASE_UNITS_PER_DRL
 KILLS = 12
-CLOCK_AHEAD_MS = 10**9
-DERIVED_TABLES = ("account", "global_state", "canonical", "tx_index", "history", "reward", "undo")
+READ_TIMEOUT_S = 120.0
 
 IMPORTER = r"""
 import sys
@@ -74,16 +86,6 @@ print("done", chain.tip.hash.hex(), flush=True)
 # --- building the blocks -----------------------------------------------------------------------
 
 
-def memory_chain(genesis: GenesisConfig) -> Chain:
-    now = genesis.timestamp_ms + CLOCK_AHEAD_MS
-    return Chain(MemoryStore(), genesis, clock=lambda: now)
-
-
-def extend(chain: Chain, block: Block) -> Block:
-    assert chain.submit_block(block).status == "connected"
-    return block
-
-
 def build_sequence(genesis: GenesisConfig, payer: KeyPair) -> tuple[list[Block], bytes]:
     """Main branch of 8 blocks; side branch from height 5 that wins at its third block.
 
@@ -97,12 +99,12 @@ def build_sequence(genesis: GenesisConfig, payer: KeyPair) -> tuple[list[Block],
     def pay(nonce: int, amount: int) -> list[Transaction]:
         return [make_transfer(payer, cid, nonce, payee, amount * DRL, 10_000)]
 
-    main = memory_chain(genesis)
+    main = new_chain(genesis, far_clock(genesis))
     blocks = [
         extend(main, fast_block(main, miners[h % 3], data[h % 3], h, pay(h, h + 1)))
         for h in range(5)
     ]
-    side = memory_chain(genesis)
+    side = new_chain(genesis, far_clock(genesis))
     for block in blocks:
         extend(side, block)
     blocks.append(extend(main, slow_block(main, miners[0], pay(5, 1))))
@@ -124,36 +126,17 @@ def write_blocks(blocks: Sequence[Block], path: Path) -> None:
 # --- checking a store --------------------------------------------------------------------------
 
 
-def derived_state(chain: Chain) -> tuple[bytes, bytes, bytes, dict[str, list[tuple[bytes, bytes]]]]:
-    """Tip, state root, model hash (rebuilt from stored data) and the derived tables."""
-    chain._weights.clear()
-    tables = {name: list(chain.store.iterate(schema.PREFIXES[name])) for name in DERIVED_TABLES}
-    model = model_hash(chain.weights_at(chain.tip.hash))
-    return chain.tip.hash, chain.ledger.state_root, model, tables
-
-
-def replay_canonical(chain: Chain, genesis: GenesisConfig) -> Chain:
-    """A fresh in-memory chain that connected the canonical blocks of ``chain``, in order."""
-    fresh = memory_chain(genesis)
-    for height in range(1, chain.tip.height + 1):
-        block_hash = chain.hash_at(height)
-        assert block_hash is not None, f"canonical height {height} is missing"
-        block = chain.get_block(block_hash)
-        assert fresh.submit_block(block).status == "connected"
-    return fresh
-
-
 def check_store(data_dir: Path, genesis: GenesisConfig) -> Chain:
     """Open the store as a restarting node does, compare it with a replay; return the chain."""
     store = schema.open_store(data_dir)
     try:
         now = genesis.timestamp_ms + CLOCK_AHEAD_MS
         chain = Chain(store, genesis, clock=lambda: now)
-        reference = replay_canonical(chain, genesis)
-        got, want = derived_state(chain), derived_state(reference)
-        assert got[:3] == want[:3]
+        reference = replay(genesis, canonical_blocks(chain))
+        got, want = snapshot(chain), snapshot(reference)
+        assert (got.tip, got.state_root, got.model) == (want.tip, want.state_root, want.model)
         for name in DERIVED_TABLES:
-            assert got[3][name] == want[3][name], f"table {name} differs from the replay"
+            assert got.tables[name] == want.tables[name], f"table {name} differs from the replay"
         assert chain.ledger == reference.ledger
         return chain
     finally:
@@ -181,9 +164,18 @@ def start_importer(
 
 
 def read_until(process: subprocess.Popen[str], wanted: str) -> bool:
-    """Read the importer's lines until one equals ``wanted``; False if it ended first."""
+    """Read the importer's lines until one equals ``wanted``; False if it ended first.
+
+    An importer silent for READ_TIMEOUT_S is killed, which ends the read: a hang fails the test
+    instead of stalling the run.
+    """
     assert process.stdout is not None
-    return any(line.strip() == wanted for line in process.stdout)
+    watchdog = threading.Timer(READ_TIMEOUT_S, process.kill)
+    watchdog.start()
+    try:
+        return any(line.strip() == wanted for line in process.stdout)
+    finally:
+        watchdog.cancel()
 
 
 def kill_at_random(process: subprocess.Popen[str], rng: random.Random, stored: int) -> None:

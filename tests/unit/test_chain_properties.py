@@ -41,9 +41,16 @@ from derelayl_chain.relay import (
 )
 from derelayl_chain.state import Account, decode_account
 from derelayl_chain.storage import schema
-from derelayl_chain.storage.memory import MemoryStore
 from derelayl_chain.transaction import Transaction, make_access, make_transfer
-from tests.chainkit import make_genesis, shards
+from tests.chainkit import (
+    canonical_blocks,
+    derived_tables,
+    far_clock,
+    make_genesis,
+    new_chain,
+    replay,
+    shards,
+)
 
 DRL = BASE_UNITS_PER_DRL
 FEE = 10_000
@@ -55,9 +62,7 @@ GENESIS = make_genesis(
     {PAYERS[0].account: 40 * DRL, PAYERS[1].account: 25 * DRL, PAYERS[2].account: 3 * DRL},
     checkpoint_interval=3,
 )
-NOW = GENESIS.timestamp_ms + 10**9
 DATA = shards(1)[0]
-DERIVED_TABLES = ("account", "global_state", "canonical", "tx_index", "history", "reward", "undo")
 _TRAINED: dict[bytes, Candidate] = {}
 """Trained candidates by parent model hash: training is deterministic, so compute each once."""
 
@@ -115,7 +120,7 @@ def steps(draw: st.DrawFn) -> Step:
 
 
 def fresh_chain() -> Chain:
-    return Chain(MemoryStore(), GENESIS, clock=lambda: NOW)
+    return new_chain(GENESIS, far_clock(GENESIS))
 
 
 def trained_candidate(chain: Chain, data: Dataset) -> Candidate:
@@ -168,28 +173,12 @@ def next_block(chain: Chain, step: Step, index: int, txs: list[Transaction]) -> 
     return block
 
 
-def canonical_blocks(chain: Chain, up_to: int) -> list[Block]:
-    found = []
-    for height in range(1, up_to + 1):
-        block_hash = chain.hash_at(height)
-        assert block_hash is not None
-        found.append(chain.get_block(block_hash))
-    return found
-
-
-def replay(blocks: list[Block]) -> Chain:
-    chain = fresh_chain()
-    for block in blocks:
-        assert chain.submit_block(block).status == "connected"
-    return chain
-
-
 def run_step(node: Chain, step: Step) -> None:
     """Extend the node, or build a branch on a replay of its chain below the tip and submit it."""
     if step.depth == 0:
         builder = node
     else:
-        builder = replay(canonical_blocks(node, max(0, node.tip.height - step.depth)))
+        builder = replay(GENESIS, canonical_blocks(node, max(0, node.tip.height - step.depth)))
     branch = []
     for index in range(len(step.proposers)):
         txs = transactions(builder, step.payments) if index == 0 else []
@@ -223,10 +212,6 @@ def check_invariants(chain: Chain, genesis: GenesisConfig) -> None:
     assert chain.tip.work == heaviest
 
 
-def derived_tables(chain: Chain) -> dict[str, list[tuple[bytes, bytes]]]:
-    return {name: list(chain.store.iterate(schema.PREFIXES[name])) for name in DERIVED_TABLES}
-
-
 @settings(
     max_examples=15,
     deadline=None,
@@ -240,7 +225,7 @@ def test_supply_and_shares_hold_across_random_reorgs(plan: list[Step]) -> None:
     for step in plan:
         run_step(node, step)
         check_invariants(node, GENESIS)
-    reference = replay(canonical_blocks(node, node.tip.height))
+    reference = replay(GENESIS, canonical_blocks(node, node.tip.height))
     assert derived_tables(node) == derived_tables(reference)
     node._weights.clear()
     assert model_hash(node.weights_at(node.tip.hash)) == node.tip.header.model_hash

@@ -26,12 +26,21 @@ from derelayl_chain.mempool import Mempool
 from derelayl_chain.storage import schema
 from derelayl_chain.storage.memory import MemoryStore
 from derelayl_chain.transaction import Transaction, make_transfer
-from tests.chainkit import Clock, fast_block, make_genesis, shards, slow_block
+from tests.chainkit import (
+    DERIVED_TABLES,
+    Clock,
+    extend,
+    far_clock,
+    fast_block,
+    make_genesis,
+    replay,
+    shards,
+    slow_block,
+    snapshot,
+)
 
 DRL = BASE_UNITS_PER_DRL
 FEE = 10_000
-DERIVED_TABLES = ("account", "global_state", "canonical", "tx_index", "history", "reward", "undo")
-"""Tables whose content is a function of the canonical chain alone."""
 
 ALICE = KeyPair.from_seed(b"a" * 32)
 BOB = KeyPair.from_seed(b"b" * 32)
@@ -42,18 +51,8 @@ MINERS = [KeyPair.from_seed(bytes([0xA0 + i]) * 32) for i in range(3)]
 # --- building blocks ---------------------------------------------------------------------------
 
 
-def extend(chain: Chain, block: Block) -> Block:
-    """Submit ``block`` to the chain that built it, which must connect it."""
-    assert chain.submit_block(block).status == "connected"
-    return block
-
-
 def transfer(key: KeyPair, nonce: int, to: KeyPair, amount: int, chain_id: int) -> Transaction:
     return make_transfer(key, chain_id, nonce, to.account, amount, FEE)
-
-
-def far_clock(genesis: GenesisConfig) -> Clock:
-    return Clock(genesis.timestamp_ms + 10**9)
 
 
 def fresh_chain(genesis: GenesisConfig, clock: Clock, orphan_limit: int = 64) -> Chain:
@@ -64,43 +63,10 @@ def submit_all(chain: Chain, blocks: Sequence[Block]) -> list[ImportResult]:
     return [chain.submit_block(block) for block in blocks]
 
 
-def replay(genesis: GenesisConfig, blocks: Sequence[Block]) -> Chain:
-    """A fresh chain that connected ``blocks`` one by one."""
-    chain = fresh_chain(genesis, far_clock(genesis))
-    for block in blocks:
-        assert chain.submit_block(block).status == "connected"
-    return chain
-
-
-def canonical_blocks(chain: Chain) -> list[Block]:
-    hashes = [chain.hash_at(height) for height in range(1, chain.tip.height + 1)]
-    return [chain.get_block(h) for h in hashes if h is not None]
-
-
 def branch_work(chain: Chain, blocks: Sequence[Block]) -> int:
     """Work the blocks add on top of their first block's parent, as ``chain`` indexed them."""
     first_parent = chain.entry(blocks[0].header.parent)
     return chain.entry(blocks[-1].hash).work - first_parent.work
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    tip: bytes
-    state_root: bytes
-    model: bytes
-    tables: dict[str, list[tuple[bytes, bytes]]]
-
-
-def snapshot(chain: Chain) -> Snapshot:
-    """Everything a node derives from its canonical chain."""
-    chain._weights.clear()  # rebuild the model from checkpoints and deltas, not the cache
-    tables = {name: list(chain.store.iterate(schema.PREFIXES[name])) for name in DERIVED_TABLES}
-    return Snapshot(
-        chain.tip.hash,
-        chain.ledger.state_root,
-        model_hash(chain.weights_at(chain.tip.hash)),
-        tables,
-    )
 
 
 def assert_same_state(chain: Chain, reference: Chain) -> None:
