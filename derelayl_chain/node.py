@@ -28,7 +28,7 @@ import torch
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from derelayl_chain.block import Block, BlockHeader, max_body_bytes
+from derelayl_chain.block import Block, BlockHeader
 from derelayl_chain.chain import Chain, now_ms
 from derelayl_chain.chain_records import ImportResult
 from derelayl_chain.config import NodeConfig
@@ -165,7 +165,7 @@ class Node:
         self.clock = clock
         self.log = log or get_logger()
         self.genesis_hash = genesis.hash
-        self.max_block_bytes = max_body_bytes(genesis.params.max_delta_bytes)
+        self.max_delta_bytes = genesis.params.max_delta_bytes
         self.metrics = NodeMetrics()
         self.peers = PeerNetwork(
             self, config.self_url, config.peers, log=self.log.bind(component="p2p")

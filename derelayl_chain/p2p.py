@@ -45,7 +45,7 @@ from derelayl_chain._p2p_wire import (
     PeerRequestRefused,
     PeerUnreachable,
 )
-from derelayl_chain.block import Block, BlockHeader, decode_block
+from derelayl_chain.block import Block, BlockHeader, decode_block, max_body_bytes
 from derelayl_chain.exceptions import (
     BlockFromFuture,
     ConfigError,
@@ -72,7 +72,7 @@ class ChainOps(Protocol):
     @property
     def genesis_hash(self) -> bytes: ...
     @property
-    def max_block_bytes(self) -> int: ...
+    def max_delta_bytes(self) -> int: ...
     async def submit_block(self, block: Block) -> ImportResult: ...
     async def submit_transaction(self, tx: Transaction) -> bytes: ...
     def has_block(self, block_hash: bytes) -> bool: ...
@@ -415,12 +415,13 @@ class PeerNetwork:
             self._note_height(peer, reply.height)
 
     async def _fetch_block(self, peer: Peer, block_hash: bytes) -> Block:
+        max_delta = self.ops.max_delta_bytes
         status, data = await self._request(
-            peer, "GET", f"/p2p/blocks/{block_hash.hex()}", self.ops.max_block_bytes
+            peer, "GET", f"/p2p/blocks/{block_hash.hex()}", max_body_bytes(max_delta)
         )
         if status != 200:
             raise PeerUnreachable(f"block {block_hash.hex()} from {peer.url}: status {status}")
-        block = decode_block(data, self.ops.max_block_bytes)
+        block = decode_block(data, max_delta)
         if block.hash != block_hash:
             raise PeerMisbehaved(
                 PENALTY_UNDECODABLE, f"served another block for {block_hash.hex()}"

@@ -14,7 +14,7 @@ import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
@@ -23,7 +23,7 @@ import structlog
 from aiohttp import web
 
 from derelayl_chain import _p2p_wire as wire
-from derelayl_chain.block import Block, BlockHeader, max_body_bytes
+from derelayl_chain.block import Block, BlockHeader
 from derelayl_chain.chain import Chain
 from derelayl_chain.chain_records import ImportResult
 from derelayl_chain.crypto import KeyPair
@@ -125,7 +125,7 @@ class ChainNode:
     def __init__(self, chain: Chain) -> None:
         self.chain = chain
         self.genesis_hash = chain.genesis.hash
-        self.max_block_bytes = max_body_bytes(chain.params.max_delta_bytes)
+        self.max_delta_bytes = chain.params.max_delta_bytes
         self.pool: dict[bytes, Transaction] = {}
         self._worker = ThreadPoolExecutor(max_workers=1)
 
@@ -767,6 +767,24 @@ async def test_undecodable_block_costs_points(
     await post_json(b.url + "/p2p/announce", announcement)
     await wait_until(lambda: peer_state(b, mallory.url).get("score") == 50, "penalty")
     assert b.ops.tip_height() == 0
+
+
+async def test_block_with_a_delta_over_the_limit_is_refused_undecoded(
+    spawn: Spawn, raw_peers: Any, testnet: SharedChain
+) -> None:
+    """A served block whose delta exceeds the genesis limit fails decoding (points, no ban),
+    before the chain sees it; the hash may still come from an honest peer."""
+    b = await spawn()
+    mallory = await raw_peers(testnet.genesis.hash, 1)
+    await introduce(mallory, b)
+    genuine = testnet.blocks[0]
+    oversized = bytes(testnet.genesis.params.max_delta_bytes + 1)
+    mallory.blocks[genuine.hash] = replace(genuine, delta=oversized).encode()
+    announcement = {"url": mallory.url, "height": 1, "blocks": [genuine.hash.hex()], "txs": []}
+    await post_json(b.url + "/p2p/announce", announcement)
+    await wait_until(lambda: peer_state(b, mallory.url).get("score") == 50, "penalty")
+    assert peer_state(b, mallory.url)["banned_until"] is None
+    assert genuine.hash not in b.ops.chain.invalid
 
 
 async def test_invalid_transaction_costs_points_and_is_not_relayed(
