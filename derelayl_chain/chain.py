@@ -48,6 +48,7 @@ from derelayl_chain.consensus import (
 )
 from derelayl_chain.encoding import encode, encode_uint
 from derelayl_chain.exceptions import (
+    BlockBodyMismatch,
     BlockFromFuture,
     ChainError,
     DuplicateBlock,
@@ -332,9 +333,10 @@ class Chain:
         try:
             try:
                 delta = check_body(block, self.genesis)
-            except InvalidBlock:
+            except InvalidBlock as exc:
                 write.cancel()
-                self._remember_invalid(block_hash)
+                if not isinstance(exc, BlockBodyMismatch):  # else the genuine body may come
+                    self._remember_invalid(block_hash)
                 raise
             entry = IndexEntry(
                 block.header, parent.work + block_work(d_eff), self._seq, STATUS_STORED

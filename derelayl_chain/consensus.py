@@ -15,6 +15,7 @@ import torch
 
 from derelayl_chain.block import BLOCK_VERSION, Block, BlockHeader, transactions_root
 from derelayl_chain.exceptions import (
+    BlockBodyMismatch,
     BlockCommitmentError,
     BlockDeltaError,
     BlockFromFuture,
@@ -183,9 +184,9 @@ def check_body(block: Block, genesis: GenesisConfig) -> Weights:
     """Body commitments and the delta's form (rules 3-4); return the decoded delta."""
     header = block.header
     if transactions_root(block.transactions) != header.tx_root:
-        raise BlockCommitmentError("transactions root does not match the block's transactions")
+        raise BlockBodyMismatch("transactions root does not match the block's transactions")
     if delta_hash(block.delta) != header.delta_hash:
-        raise BlockCommitmentError("delta hash does not match the block's delta")
+        raise BlockBodyMismatch("delta hash does not match the block's delta")
     try:
         return decode_delta(block.delta, weight_spec(genesis.task), genesis.params.max_delta_bytes)
     except InvalidDelta as exc:

@@ -86,6 +86,14 @@ class BlockCommitmentError(InvalidBlock):
     """A root or hash in the header does not match the body or the computed state."""
 
 
+class BlockBodyMismatch(BlockCommitmentError):
+    """The body does not match the header's transactions root or delta hash.
+
+    The header's hash does not cover the body, so this may be a valid block whose body was
+    swapped on the way: the copy is refused, but the hash is not remembered as invalid.
+    """
+
+
 class BlockRewardError(InvalidBlock):
     """The rewards the block implies differ from the ones the protocol computes."""
 

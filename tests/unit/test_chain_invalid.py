@@ -19,6 +19,7 @@ from derelayl_chain.block import Block, decode_block
 from derelayl_chain.chain import Chain
 from derelayl_chain.crypto import KeyPair
 from derelayl_chain.exceptions import (
+    BlockBodyMismatch,
     BlockCommitmentError,
     BlockDeltaError,
     BlockFromFuture,
@@ -236,14 +237,41 @@ def test_wrong_state_root_is_rejected(setup: Setup) -> None:
     assert_rejected(setup, setup.build(state_root=bytes(32)), BlockCommitmentError)
 
 
+def assert_copy_refused(setup: Setup, block: Block) -> None:
+    """A body that does not match its header is refused, leaves the chain as it was, and the
+    header's hash is not remembered as invalid: the header does not commit to this body."""
+    chain = setup.chain
+    tip, root = chain.tip.hash, chain.ledger.state_root
+    with pytest.raises(BlockBodyMismatch):
+        chain.validate_child(block)
+    with pytest.raises(BlockBodyMismatch):
+        chain.submit_block(block)
+    assert chain.tip.hash == tip
+    assert chain.ledger.state_root == root
+    assert block.hash not in chain.invalid
+    assert block.hash not in chain.index
+
+
 def test_wrong_transactions_root_is_rejected(setup: Setup) -> None:
-    """A transactions root that does not match the body is invalid."""
-    assert_rejected(setup, setup.build(tx_root=bytes(32)), BlockCommitmentError)
+    """A transactions root that does not match the body is refused."""
+    assert_copy_refused(setup, setup.build(tx_root=bytes(32)))
 
 
 def test_wrong_delta_hash_is_rejected(setup: Setup) -> None:
-    """A delta hash that does not match the body is invalid."""
-    assert_rejected(setup, setup.build(delta_hash=bytes(32)), BlockCommitmentError)
+    """A delta hash that does not match the body is refused."""
+    assert_copy_refused(setup, setup.build(delta_hash=bytes(32)))
+
+
+def test_swapped_body_does_not_condemn_the_genuine_block(setup: Setup) -> None:
+    """A peer that serves a valid header with another body cannot get the block blacklisted:
+    the copy is refused and the genuine block still connects."""
+    genuine = setup.build()
+    tensors = spec_tensors(setup)
+    tensors["2.weight"][0, 0] += 0.5
+    swapped = replace(genuine, delta=setup.with_delta(tensors).delta)
+    assert swapped.hash == genuine.hash and swapped.delta != genuine.delta
+    assert_copy_refused(setup, swapped)
+    assert setup.chain.submit_block(genuine).status == "connected"
 
 
 @pytest.mark.parametrize("flaw", ["delta hash", "NaN"])
