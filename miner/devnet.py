@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import http.client
 import json
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from derelayl_chain.genesis import BASE_UNITS_PER_DRL
+from wallet.amounts import format_drl
 
 PROG = "derelayl-miner"
 POLL_INTERVAL_S = 0.5
@@ -82,13 +82,17 @@ class ProposerTally:
         proposers = dict(self.proposers)  # replaced whole: the view reads it from another thread
         start = max(1, min(max(proposers, default=0), tip) - REWIND_BLOCKS)
         for _ in range(3):
-            page = _get_json(f"{url}/blocks?from={start}&limit=100")
+            # The model history comes from the block index: no block body is read for it.
+            page = _get_json(f"{url}/model/history?from={start}&limit=100")
             items = page.get("items") if page else None
             if not isinstance(items, list) or not items:
                 break
-            for item in items:
-                proposers[int(item["height"])] = str(item["proposer"])
-            start = int(items[-1]["height"]) + 1
+            try:
+                for item in items:
+                    proposers[int(item["height"])] = str(item["proposer"])
+                start = int(items[-1]["height"]) + 1
+            except (KeyError, TypeError, ValueError):  # not this node's API: keep what we had
+                break
             if start > tip:
                 break
         self.proposers = {h: p for h, p in proposers.items() if h <= tip}
@@ -178,7 +182,7 @@ def _get_json(url: str) -> dict[str, Any] | None:
     try:
         with urllib.request.urlopen(url, timeout=REQUEST_TIMEOUT_S) as response:
             document = json.loads(response.read(1 << 20))
-    except (OSError, ValueError, urllib.error.URLError):
+    except (OSError, ValueError, http.client.HTTPException):  # URLError is an OSError
         return None
     return document if isinstance(document, dict) else None
 
@@ -189,7 +193,7 @@ def poll(miner: MinerProcess) -> None:
     if status is None:
         return
     miner.status = status
-    address = status.get("reward_address") or status.get("address")
+    address = status.get("reward_address")
     if isinstance(address, str):
         account = _get_json(f"{miner.url}/accounts/{address}")
         if account is not None:
@@ -238,10 +242,7 @@ def _number(value: object, digits: int) -> str:
 
 
 def _drl(units: int | None) -> str:
-    if units is None:
-        return "-"
-    text = f"{units // BASE_UNITS_PER_DRL}.{units % BASE_UNITS_PER_DRL:09d}"
-    return text.rstrip("0").rstrip(".")
+    return "-" if units is None else format_drl(units)
 
 
 def _model(miner: MinerProcess) -> dict[str, Any]:
