@@ -557,11 +557,9 @@ class PeerNetwork:
         """
         size = self.policy.blocks_in_flight
         windows = [headers[start : start + size] for start in range(0, len(headers), size)]
-        pending: list[_Window] = []
+        pending = [self._fetch_window(peer, windows[0])] if windows else []
         try:
-            for index, window in enumerate(windows):
-                if not pending:
-                    pending.append(self._fetch_window(peer, window))
+            for index in range(len(windows)):
                 if index + 1 < len(windows):
                     pending.append(self._fetch_window(peer, windows[index + 1]))
                 current = pending.pop(0)
