@@ -553,9 +553,15 @@ async def test_catch_up_fetches_the_next_window_while_importing(
     served_during_import: list[int] = []
     import_block = b.ops.submit_block
 
+    def served() -> int:
+        return int(a.server.hits["GET /p2p/blocks/{hash}"])
+
     async def slow_import(block: Block) -> ImportResult:
-        await asyncio.sleep(0.2)  # time for requests already started to be served
-        served_during_import.append(a.server.hits["GET /p2p/blocks/{hash}"])
+        if not served_during_import:  # the first import lasts until both windows are served,
+            deadline = asyncio.get_running_loop().time() + WAIT_S  # or until the bound
+            while served() < 4 and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.01)
+        served_during_import.append(served())
         return await import_block(block)
 
     b.ops.submit_block = slow_import  # type: ignore[method-assign]
