@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from derelayl_chain.genesis import devnet_genesis, write_genesis
-from tests.functional.framework import ROOT, TestNode, clean_env, scaled
+from tests.functional.framework import ROOT, TestNode, clean_env, scaled, wait_for
 
 COMMAND_TIMEOUT_S = 60.0
 """Limit for one wallet command (before scaling); ``--wait`` commands pass their own."""
@@ -100,15 +100,17 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int) -
 def wait_until(
     probe: Callable[[], T | None], timeout_s: float, what: str, interval_s: float = 0.2
 ) -> T:
-    """Poll ``probe`` until it returns something other than None; fail after the timeout."""
-    deadline = time.monotonic() + scaled(timeout_s)
-    while True:
+    """Poll ``probe`` until it returns something other than None (:func:`wait_for`); that."""
+    found: list[T] = []
+
+    def probed() -> bool:
         value = probe()
         if value is not None:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {scaled(timeout_s):g} s waiting for {what}")
-        time.sleep(interval_s)
+            found.append(value)
+        return bool(found)
+
+    wait_for(probed, timeout_s, what, interval_s)
+    return found[0]
 
 
 def units(document: dict[str, Any], name: str) -> int:
@@ -141,8 +143,8 @@ def write_steady_genesis(path: Path) -> Path:
 
 def get_json(node: TestNode, path: str) -> dict[str, Any]:
     """The node's JSON answer to ``GET path``, which must succeed."""
-    code, document = node.get(path)
-    assert code == 200 and isinstance(document, dict), (path, code, document)
+    document = node.get_ok(path)
+    assert isinstance(document, dict), (path, document)
     return document
 
 

@@ -40,6 +40,7 @@ from tests.functional._wallet_harness import (
     write_steady_genesis,
 )
 from tests.functional.framework import TestNode, scaled
+from wallet.amounts import format_drl
 
 pytestmark = [pytest.mark.functional, pytest.mark.slow]
 
@@ -137,7 +138,7 @@ def test_mining_pays_emission_fees_and_shares_to_the_reward_address(network: Net
     assert emission > 0
     assert summary["address"] == a and summary["blocks_proposed"] == len(paid)
     assert (units(summary, "emission"), units(summary, "fees")) == (emission, fees)
-    assert summary["emission_drl"] == format_units(emission)
+    assert summary["emission_drl"] == format_drl(emission)
     assert int(summary["shares"]) == sum(b["improvement_fixed"] for b in paid)
     assert int(summary["total_shares"]) == sum(
         b["improvement_fixed"] for b in block_summaries(net.node, 1, height)
@@ -160,12 +161,6 @@ def spent_by(node: TestNode, address: str) -> int:
         if cursor is None:
             return spent
     raise AssertionError("history does not end")
-
-
-def format_units(amount: int) -> str:
-    """Base units as the wallet's DRL text (no trailing zeros)."""
-    whole, fraction = divmod(amount, DRL)
-    return f"{whole}.{fraction:09d}".rstrip("0").rstrip(".")
 
 
 # --- payments -----------------------------------------------------------------------------------
